@@ -1,0 +1,1 @@
+"""Data layer: MVTec layout, checks, download, demo data, split, manifests, cache."""

@@ -1,0 +1,62 @@
+"""Decode and resize each (image, size) once; later reads are a memory-mapped .npy load.
+
+The key covers the file's path, size and modification time, so an edited source image is
+decoded again. Training reads from here and never decodes PNGs in its loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from defectsynth.io import atomic_path, read_image, read_mask
+
+
+class ImageCache:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def _key(self, path: Path, size: int, kind: str) -> Path:
+        st = os.stat(path)
+        ident = f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{size}|{kind}"
+        digest = hashlib.sha1(ident.encode()).hexdigest()
+        return self.root / str(size) / digest[:2] / f"{digest}.npy"
+
+    def _get(self, path: Path, size: int, kind: str) -> np.ndarray:
+        key = self._key(path, size, kind)
+        if key.exists():
+            return np.load(key)
+        if kind == "mask":
+            arr = read_mask(path).astype(np.uint8) * 255
+            arr = cv2.resize(arr, (size, size), interpolation=cv2.INTER_NEAREST)
+        else:
+            arr = read_image(path)
+            arr = cv2.resize(arr, (size, size), interpolation=cv2.INTER_AREA)
+        with atomic_path(key) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, arr)
+        return arr
+
+    def image(self, path: Path | str, size: int) -> np.ndarray:
+        """H x W (grayscale) or H x W x 3 (RGB) uint8 at size x size."""
+        return self._get(Path(path), size, "image")
+
+    def mask(self, path: Path | str, size: int) -> np.ndarray:
+        """size x size uint8 mask, 255 where the defect is."""
+        return self._get(Path(path), size, "mask")
+
+    def stack(self, paths: list[str], size: int, channels: int = 3) -> np.ndarray:
+        """N x channels x size x size uint8 array of the images, for training."""
+        out = np.empty((len(paths), channels, size, size), dtype=np.uint8)
+        for i, p in enumerate(paths):
+            im = self.image(p, size)
+            if im.ndim == 2:
+                im = im[:, :, None]
+            if im.shape[2] != channels:
+                im = np.repeat(im[:, :, :1], channels, axis=2) if channels == 3 else im.mean(2, keepdims=True)
+            out[i] = im.transpose(2, 0, 1)
+        return out

@@ -1,0 +1,1 @@
+"""Defect generators, one per file, found by name through the registry."""
