@@ -9,9 +9,11 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from defectsynth.data.check import check_category, check_table
+from defectsynth.data.download import CATEGORIES, download
 from defectsynth.data.split import make_split, save_split
 from defectsynth.errors import DefectsynthError
-from defectsynth.workspace import Workspace
+from defectsynth.workspace import Workspace, default_data
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
                   help="Synthesize defect images, rebalance a long-tailed training set, and measure the gain "
@@ -61,6 +63,239 @@ def split_cmd(
         n_train = sum(r.label == label and r.split == "train" for r in split.rows)
         n_test = sum(r.label == label and r.split == "test" for r in split.rows)
         console.print(f"  {label:<16} train {n_train:>4}   held out {n_test:>4}")
+
+
+@data_app.command("check")
+@friendly_errors
+def data_check_cmd(
+    path: Annotated[Optional[Path], typer.Argument(
+        show_default="$DEFECTSYNTH_DATA, else data/transistor", help="MVTec AD category folder to check.")] = None,
+):
+    """Check a category folder: per-class table, then one line per problem (exit code 2 if any)."""
+    result = check_category(path if path is not None else default_data())
+    console.print(check_table(result))
+    for problem in result.problems:
+        console.print(problem.line, markup=False, highlight=False, soft_wrap=True)
+    if result.problems:
+        err_console.print(f"{len(result.problems)} problem(s) in {result.root}; fix them and run the check again.",
+                          markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    console.print(f"OK: {result.root} has no problems (masks match their images).", markup=False, highlight=False,
+                  soft_wrap=True)
+
+
+@data_app.command("download")
+@friendly_errors
+def data_download_cmd(
+    category: Annotated[str, typer.Option("--category", help=f"MVTec AD category: {', '.join(CATEGORIES)}.")]
+    = "transistor",
+    root: Annotated[Path, typer.Option("--root", help="Folder to put <category>/ (and the downloaded archive) in.")]
+    = Path("data"),
+    archive: Annotated[Optional[Path], typer.Option(
+        "--archive", help="Use this archive on disk instead of downloading: the official "
+                          "mvtec_anomaly_detection.tar.xz (checksum verified), or a per-category or own "
+                          "archive with --sha256 or --no-verify.")] = None,
+    sha256: Annotated[Optional[str], typer.Option(
+        "--sha256", help="Expected sha256 of --archive, when it is not the official whole archive.")] = None,
+    no_verify: Annotated[bool, typer.Option(
+        "--no-verify", help="Extract --archive without checking its sha256 (extraction is still safe).")] = False,
+):
+    """Download MVTec AD and extract one category safely into <root>/<category>.
+
+    MVTec publishes a checksum only for the whole archive (4.9 GiB), so that is downloaded (resumable,
+    sha256-verified) and kept in --root, so another category needs no second download.
+    """
+    target = download(category, root, archive=archive, sha256=sha256, verify=not no_verify,
+                      say=lambda msg: console.print(msg, markup=False, highlight=False, soft_wrap=True))
+    console.print(f"Ready: {target}. Next: defectsynth data check {target}", markup=False, highlight=False)
+
+
+@data_app.command("demo")
+@friendly_errors
+def data_demo_cmd(
+    root: Annotated[Path, typer.Option("--root", help="Folder to write the demo category to.")] = Path("data/demo"),
+    size: Annotated[int, typer.Option("--size", help="Image side in pixels.")] = 1024,
+    seed: SeedOpt = 0,
+):
+    """Make a procedural transistor-like stand-in for MVTec AD, in its layout, class names and counts."""
+    from defectsynth.data.demo import DEFECTS, make_demo
+
+    target = make_demo(root, size=size, seed=seed)
+    console.print(f"Wrote {target}: 213 train/good, 60 test/good, 10 each of {', '.join(DEFECTS)} with masks "
+                  f"({size} x {size} px, seed {seed}). Next: defectsynth data check {target}",
+                  markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("train-eval")
+@friendly_errors
+def train_eval_cmd(
+    data: DataOpt = None,
+    work: WorkOpt = None,
+    arms: Annotated[str, typer.Option("--arms", help="Comma-separated training sets from <work>/training/ "
+                                                     "to compare; 'original' is the unbalanced one.")]
+    = "original,balanced",
+    splits: Annotated[int, typer.Option("--splits", help="1: the workspace split; K > 1: K random splits "
+                                                         "(synthetic images and arms rebuilt for each).")] = 1,
+    seeds: Annotated[int, typer.Option("--seeds", help="Training seeds per split.")] = 1,
+    model: Annotated[Optional[str], typer.Option("--model", help="resnet18, resnet34, resnet50, efficientnet_b0, "
+                                                                 "mobilenet_v3_small, ... (default: preset)")] = None,
+    weights: Annotated[Optional[str], typer.Option("--weights", help="auto (ImageNet when loadable, else from "
+                                                                     "scratch), imagenet, none, or a .safetensors "
+                                                                     "path (default: preset)")] = None,
+    size: Annotated[Optional[int], typer.Option("--size", help="Image side in pixels (default: preset).")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Training epochs (default: preset).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    preset: Annotated[str, typer.Option("--preset", help="default (practical on 2 CPU cores) or fast "
+                                                         "(seconds; for tests).")] = "default",
+):
+    """Train a classifier per arm x split x seed, evaluate on held-out real images, write a report."""
+    from defectsynth.report import rich_table
+    from defectsynth.train.run import train_eval
+
+    ws = Workspace.open(data, work)
+    result = train_eval(ws, [a.strip() for a in arms.split(",") if a.strip()], splits=splits, seeds=seeds,
+                        model=model, weights=weights, size=size, epochs=epochs, device=device, preset=preset,
+                        say=lambda msg: console.print(msg, markup=False, highlight=False, soft_wrap=True))
+    console.print(rich_table(result["summary"]))
+    console.print(f"Weights: {'; '.join(result['settings']['weights_notes'])}", markup=False, highlight=False,
+                  soft_wrap=True)
+    console.print(f"Report: {result['report_dir'] / 'report.md'} ({result['settings']['wall_s']:.0f} s)",
+                  markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("rebalance")
+@friendly_errors
+def rebalance_cmd(
+    data: DataOpt = None,
+    work: WorkOpt = None,
+    strategy: Annotated[str, typer.Option("--strategy", help="none, oversample (repeat random reals), undersample "
+                                                             "(drop random good images), synthetic (fill each defect "
+                                                             "class up with synthetic images) or hybrid (synthetic "
+                                                             "fill-up plus undersampling good).")] = "synthetic",
+    target: Annotated[str, typer.Option("--target", help="Images per class: auto (the majority count; the minority "
+                                                         "count for undersample, the mean for hybrid), sqrt (class "
+                                                         "shares as sqrt of their counts) or a number.")] = "auto",
+    methods: Annotated[Optional[str], typer.Option("--methods", help="Generators for the synthetic images, e.g. "
+                                                                     "cutpaste,pose (default: each class's "
+                                                                     "default), in equal shares.")] = None,
+    mix: Annotated[Optional[str], typer.Option("--mix", help="Shares of the generators, e.g. "
+                                                             "cutpaste=0.5,diffusion=0.5.")] = None,
+    real_ratio: Annotated[Optional[float], typer.Option("--real-ratio", help="Minimum share of real images per "
+                                                                             "defect class, by repeating the "
+                                                                             "reals.")] = None,
+    name: Annotated[str, typer.Option("--name", help="Writes <work>/training/<name>.csv (+ .json).")] = "balanced",
+    seed: SeedOpt = 0,
+    sampler: Annotated[str, typer.Option("--sampler", help="Training-time sampler: none, weighted (classes "
+                                                           "equally often) or sqrt.")] = "none",
+    loss: Annotated[str, typer.Option("--loss", help="Training loss: ce, class-balanced, focal, logit-adjust or "
+                                                     "balanced-softmax.")] = "ce",
+    generate: Annotated[bool, typer.Option("--generate", help="Make missing synthetic images (with --methods, else each class's "
+                                                              "default method) instead of stopping.")] = False,
+):
+    """Write <work>/training/<name>.csv, a rebalanced training set, and original.csv, the split as it is."""
+    from defectsynth.balance import make_config, rebalance, render_table
+
+    config = make_config(strategy=strategy, target=target, methods=methods, mix=mix, real_ratio=real_ratio,
+                         sampler=sampler, loss=loss, seed=seed, generate=generate)
+    ws = Workspace.open(data, work)
+    split = ws.split(say=console.print)
+    result = rebalance(ws, split, config, name=name)
+    console.print(render_table(result.table, title=f"{name}: {config.strategy}, target {config.target}"))
+    if result.skipped:
+        console.print(f"Left out {result.skipped} rows of {ws.synthetic_csv}: made from images outside this "
+                      "split's training set, or their file is gone.", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"Wrote {result.csv} ({len(result.rows)} rows; sampler {config.sampler}, loss {config.loss}) "
+                  f"and {ws.training_csv('original')}.", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("fit")
+@friendly_errors
+def fit_cmd(
+    method: Annotated[str, typer.Option("--method", help="Learned generator to train: diffusion or gan.")],
+    data: DataOpt = None,
+    work: WorkOpt = None,
+    preset: Annotated[str, typer.Option("--preset", help="auto (gpu when a CUDA GPU is visible, else cpu), cpu "
+                                                         "(practical on 2 cores), gpu (quality) or tiny "
+                                                         "(seconds; for tests).")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")] = "auto",
+    seed: SeedOpt = 0,
+):
+    """Train a learned generator on the split's train images into <work>/models/<method>/."""
+    from defectsynth.synth.fitting import fit_generator
+
+    ws = Workspace.open(data, work)
+    split = ws.split(say=console.print)
+    gen = fit_generator(ws, split, method, preset=preset, device=device, seed=seed)
+    console.print(f"Trained {method} (preset {gen.preset}, {gen.device.type}) in {gen.fit_seconds:.0f} s; saved to "
+                  f"{ws.model_dir(method)}.", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("generate")
+@friendly_errors
+def generate_cmd(
+    label: Annotated[str, typer.Option("--class", help="Defect class to synthesize, or 'all'.")],
+    n: Annotated[int, typer.Option("--n", help="Images per class (a larger --n extends the set).")],
+    method: Annotated[Optional[str], typer.Option("--method", help="cutpaste, pose, diffusion or gan (default: "
+                                                                   "each class's default).")] = None,
+    seed: SeedOpt = 0,
+    data: DataOpt = None,
+    work: WorkOpt = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes (same images for any "
+                                                                  "number).")] = 1,
+):
+    """Write synthetic defect images + masks to <work>/synthetic/<class>/<method>/ and record them in
+    synthetic.csv; resumes and extends."""
+    from defectsynth.synth.generate import generate
+
+    ws = Workspace.open(data, work)
+    split = ws.split(say=console.print)
+    labels = split.defect_classes if label == "all" else [label]
+    for one in labels:
+        rows = generate(ws, split, one, n, method=method, seed=seed, workers=workers,
+                        say=lambda msg: console.print(msg, markup=False, highlight=False, soft_wrap=True))
+        out = ws.synthetic_dir(one, rows[0].method)
+        console.print(f"{one}: {len(rows)} images in {out} (preview: {out / 'preview.png'})", markup=False,
+                      highlight=False, soft_wrap=True)
+    console.print(f"Provenance: {ws.synthetic_csv}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("run")
+@friendly_errors
+def run_cmd(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML, e.g. recipes/transistor.yaml.")],
+    data: Annotated[Optional[Path], typer.Option("--data", help="Override the recipe's data folder.")] = None,
+    work: Annotated[Optional[Path], typer.Option("--work", help="Override the recipe's workspace folder.")] = None,
+):
+    """Run a whole experiment from a recipe; steps whose outputs are current are skipped."""
+    from defectsynth.pipeline import run_recipe
+    from defectsynth.recipe import load_recipe
+
+    _print_result(run_recipe(load_recipe(recipe), data=data, work=work, say=_say))
+
+
+@app.command("demo")
+@friendly_errors
+def demo_cmd(
+    work: Annotated[Optional[Path], typer.Option("--work", help="Workspace folder.")] = None,
+):
+    """Make the procedural demo data and run recipes/demo.yaml on it (a few minutes on a laptop CPU)."""
+    from defectsynth.pipeline import run_recipe
+    from defectsynth.recipe import DEMO_RECIPE, load_recipe
+
+    _print_result(run_recipe(load_recipe(DEMO_RECIPE), work=work, say=_say))
+
+
+def _say(msg: str) -> None:
+    console.print(msg, markup=False, highlight=False, soft_wrap=True)
+
+
+def _print_result(result: dict | None) -> None:
+    if result is None:
+        return
+    from defectsynth.report import rich_table
+
+    console.print(rich_table(result["summary"]))
+    _say(f"Report: {result['report_dir'] / 'report.md'}")
 
 
 if __name__ == "__main__":

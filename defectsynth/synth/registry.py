@@ -42,7 +42,14 @@ def list_generators() -> list[str]:
 
 
 def create_generator(name: str, **kwargs):
-    _import_builtin()
+    if name not in _REGISTRY:
+        # the module named after the generator first: the light ones need not wait for torch to import
+        import importlib.util
+
+        if importlib.util.find_spec(f"defectsynth.synth.{name}") is not None:
+            importlib.import_module(f"defectsynth.synth.{name}")
+    if name not in _REGISTRY:
+        _import_builtin()
     if name not in _REGISTRY:
         raise DefectsynthError(f"--method {name!r} is unknown; use one of: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name](**kwargs)

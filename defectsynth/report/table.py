@@ -1,0 +1,69 @@
+"""The summary table (one row per arm), shared by report.md and the command line."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.table import Table
+
+from defectsynth.train.stats import by_arm, compare_arms, summarize
+
+BASELINE = "original"
+PRIMARY = "balanced_accuracy"
+# (key in compute_metrics' output, column title); higher is better for all but the false-alarm rate
+METRICS = [
+    ("balanced_accuracy", "Balanced acc. (5-way)"),
+    ("macro_f1", "Macro-F1"),
+    ("defect_type_accuracy", "Defect-type acc. (4-way)"),
+    ("detection_recall", "Detection recall"),
+    ("false_alarm_rate", "False alarms (good)"),
+]
+
+
+def mean_std(stats: dict, scale: float = 1.0, digits: int = 3) -> str:
+    if not stats["n"]:
+        return "n/a"
+    if stats["n"] == 1:
+        return f"{stats['mean'] * scale:.{digits}f} (1 run)"
+    return f"{stats['mean'] * scale:.{digits}f} ± {stats['std'] * scale:.{digits}f}"
+
+
+def interval(diff: dict, digits: int = 3) -> str:
+    if diff["n"] < 2:
+        return f"{diff['mean']:+.{digits}f} (1 pair: no interval)"
+    return f"{diff['mean']:+.{digits}f} [{diff['low']:+.{digits}f}, {diff['high']:+.{digits}f}]"
+
+
+def summary_table(runs: Sequence[dict], baseline: str = BASELINE) -> list[dict[str, str]]:
+    """One row per arm: number of runs, mean ± std of each headline metric over splits × seeds, and the
+    paired difference in balanced accuracy against `baseline` with its bootstrap 95% interval."""
+    diffs = compare_arms(runs, PRIMARY, baseline=baseline)
+    rows = []
+    for arm, arm_runs in by_arm(runs).items():
+        row = {"Arm": arm, "Runs": str(len(arm_runs))}
+        for key, title in METRICS:
+            row[title] = mean_std(summarize([r["metrics"].get(key) for r in arm_runs]))
+        if arm == baseline:
+            row[f"Δ bal. acc. vs {baseline} [95% CI]"] = "baseline"
+        else:
+            row[f"Δ bal. acc. vs {baseline} [95% CI]"] = interval(diffs[arm]) if arm in diffs else "no pairs"
+        rows.append(row)
+    return rows
+
+
+def rich_table(rows: Sequence[dict[str, str]], title: str = "Held-out real images, mean ± std") -> Table:
+    table = Table(title=title)
+    for column in rows[0] if rows else []:
+        table.add_column(column, justify="left" if column == "Arm" else "right")
+    for row in rows:
+        table.add_row(*row.values())
+    return table
+
+
+def markdown_table(rows: Sequence[dict[str, str]]) -> str:
+    if not rows:
+        return "_(no runs)_\n"
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row[h] for h in header) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

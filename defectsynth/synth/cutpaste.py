@@ -1,0 +1,181 @@
+"""Mask-guided cut-paste: a train-split real defect, cut out through its (slightly dilated) mask, moved
+onto a good training image.
+
+Image and masks go through ONE albumentations Compose (small rotation and scale, optional flips,
+elastic, brightness/contrast), so they stay registered. Placement `aligned` puts the region where it
+was on the part (the part's shift between the two images is measured, plus jitter): right for aligned
+products such as the transistor. `object` puts it anywhere on the part, `anywhere` anywhere in the image.
+Blending is Poisson (cv2.seamlessClone) or a feathered alpha.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import lru_cache
+
+import albumentations as A
+import cv2
+import numpy as np
+
+from defectsynth.data.layout import GOOD
+from defectsynth.data.manifest import Row
+from defectsynth.errors import DefectsynthError
+from defectsynth.io import read_image, read_mask
+from defectsynth.synth.base import Generator, Sample
+from defectsynth.synth.part import PartModel
+from defectsynth.synth.registry import register_generator
+
+PLACEMENTS = ("aligned", "object", "anywhere")
+BLENDS = ("poisson", "alpha")
+
+
+@lru_cache(maxsize=64)
+def _defect(path: str, mask_path: str) -> tuple[np.ndarray, np.ndarray]:
+    # a class has a handful of train defects; decoding each once per process keeps sampling near I/O speed
+    return read_image(path), read_mask(mask_path)
+
+
+def _disk(radius: int) -> np.ndarray:
+    radius = max(1, int(radius))
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
+def _as_channels(image: np.ndarray, like: np.ndarray) -> np.ndarray:
+    if image.ndim == like.ndim:
+        return image
+    return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if like.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+
+
+def poisson_blend(target: np.ndarray, patch: np.ndarray, region: np.ndarray, top: int, left: int) -> np.ndarray:
+    """seamlessClone of `patch` (where `region`) into `target` with its top-left corner at (top, left)."""
+    ys, xs = np.nonzero(region)
+    h, w = target.shape[:2]
+    # seamlessClone places the centre of the region's bounding box; it must stay 1 px inside the image
+    y0, y1, x0, x1 = ys.min() + top, ys.max() + top, xs.min() + left, xs.max() + left
+    if y0 < 1 or x0 < 1 or y1 > h - 2 or x1 > w - 2:
+        return alpha_blend(target, patch, region, top, left, feather=1)
+    gray = target.ndim == 2
+    dst = cv2.cvtColor(target, cv2.COLOR_GRAY2BGR) if gray else target
+    src = cv2.cvtColor(patch, cv2.COLOR_GRAY2BGR) if gray else patch
+    full_src = np.zeros_like(dst)
+    full_mask = np.zeros((h, w), np.uint8)
+    ph, pw = region.shape
+    full_src[top:top + ph, left:left + pw] = src
+    full_mask[top:top + ph, left:left + pw] = region.astype(np.uint8) * 255
+    center = ((x0 + x1 + 1) // 2, (y0 + y1 + 1) // 2)
+    out = cv2.seamlessClone(full_src, dst, full_mask, center, cv2.NORMAL_CLONE)
+    return cv2.cvtColor(out, cv2.COLOR_BGR2GRAY) if gray else out
+
+
+def alpha_blend(target: np.ndarray, patch: np.ndarray, region: np.ndarray, top: int, left: int,
+                feather: float) -> np.ndarray:
+    """Paste `patch` where `region`, with edges softened over about `feather` px."""
+    alpha = region.astype(np.float32)
+    if feather > 0:
+        alpha = cv2.GaussianBlur(alpha, (0, 0), feather) * region  # soft inside, nothing outside the region
+    ph, pw = region.shape
+    out = target.copy()
+    win = out[top:top + ph, left:left + pw].astype(np.float32)
+    a = alpha[:, :, None] if target.ndim == 3 else alpha
+    out[top:top + ph, left:left + pw] = np.clip(a * patch + (1 - a) * win + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+@register_generator("cutpaste")
+class CutPaste(Generator):
+    def __init__(self, placement: str = "aligned", blend: str = "poisson", hflip: float = 0.0, vflip: float = 0.0,
+                 rotate: float = 8.0, scale: float = 0.1, elastic: float = 0.3, brightness: float = 0.1,
+                 jitter: float = 0.02, dilate: float = 1 / 100, feather: float = 1 / 200, **_ignored):
+        if placement not in PLACEMENTS:
+            raise DefectsynthError(f"cutpaste placement {placement!r} is unknown; use one of: {', '.join(PLACEMENTS)}")
+        if blend not in BLENDS:
+            raise DefectsynthError(f"cutpaste blend {blend!r} is unknown; use one of: {', '.join(BLENDS)}")
+        # flips default to off: a transistor's leads point down and its case is not mirror-symmetric
+        self.config = dict(placement=placement, blend=blend, hflip=hflip, vflip=vflip, rotate=rotate, scale=scale,
+                           elastic=elastic, brightness=brightness, jitter=jitter, dilate=dilate, feather=feather)
+        self.goods: list[str] = []
+        self.defects: dict[str, list[tuple[str, str]]] = {}
+        self.part: PartModel | None = None
+
+    def fit(self, rows: list[Row]) -> None:
+        self.goods = [r.path for r in rows if r.label == GOOD]
+        self.defects = {}
+        for r in rows:
+            if r.label != GOOD and r.mask:
+                self.defects.setdefault(r.label, []).append((r.path, r.mask))
+        if not self.goods:
+            raise DefectsynthError("cutpaste needs good training images (train/good is empty)")
+        self.part = PartModel.from_paths(self.goods)
+
+    def _augment(self, crop: np.ndarray, region: np.ndarray, mask: np.ndarray, seed: int):
+        c = self.config
+        transform = A.Compose([
+            A.Affine(rotate=(-c["rotate"], c["rotate"]), scale=(1 - c["scale"], 1 + c["scale"]),
+                     border_mode=cv2.BORDER_REFLECT_101, p=1.0),
+            A.HorizontalFlip(p=c["hflip"]),
+            A.VerticalFlip(p=c["vflip"]),
+            A.ElasticTransform(alpha=1, sigma=50 * max(crop.shape[:2]) / 256, p=c["elastic"]),
+            A.RandomBrightnessContrast(brightness_limit=c["brightness"], contrast_limit=c["brightness"], p=0.5),
+        ], seed=seed)
+        out = transform(image=crop, masks=[region.astype(np.uint8), mask.astype(np.uint8)])
+        return out["image"], out["masks"][0] > 0, out["masks"][1] > 0
+
+    def sample(self, label: str, n: int, rng: np.random.Generator) -> Iterator[Sample]:
+        if label not in self.defects:
+            raise DefectsynthError(f"cutpaste: no train-split {label} defects with masks to cut from")
+        c = self.config
+        for _ in range(n):
+            src_path, src_mask_path = self.defects[label][rng.integers(len(self.defects[label]))]
+            good_path = self.goods[rng.integers(len(self.goods))]
+            source, mask = _defect(src_path, src_mask_path)
+            good = read_image(good_path)
+            source = _as_channels(source, good)
+            if source.shape[:2] != good.shape[:2]:
+                scale = (good.shape[1] / source.shape[1], good.shape[0] / source.shape[0])
+                source = cv2.resize(source, good.shape[1::-1], interpolation=cv2.INTER_AREA)
+                mask = cv2.resize(mask.astype(np.uint8), good.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
+            else:
+                scale = (1.0, 1.0)
+            h, w = good.shape[:2]
+            side = min(h, w)
+            grow = max(1, round(c["dilate"] * side))
+            region = cv2.dilate(mask.astype(np.uint8), _disk(grow)) > 0
+            # the crop leaves room around the region, so rotation and scale do not cut it off
+            ys, xs = np.nonzero(region)
+            pad = max(2, int(0.2 * max(np.ptp(ys), np.ptp(xs))))
+            y0, y1 = max(0, ys.min() - pad), min(h, ys.max() + 1 + pad)
+            x0, x1 = max(0, xs.min() - pad), min(w, xs.max() + 1 + pad)
+            patch, region_t, mask_t = self._augment(source[y0:y1, x0:x1], region[y0:y1, x0:x1],
+                                                    mask[y0:y1, x0:x1], int(rng.integers(2**31)))
+            if not mask_t.any():  # augmentation pushed the defect out of its crop: keep it untransformed
+                patch, region_t, mask_t = source[y0:y1, x0:x1], region[y0:y1, x0:x1], mask[y0:y1, x0:x1]
+            ph, pw = region_t.shape
+            top, left = self._place(c["placement"], source, good, (y0, x0), (ph, pw), rng)
+            if c["blend"] == "poisson":
+                image = poisson_blend(good, patch, region_t, top, left)
+            else:
+                image = alpha_blend(good, patch, region_t, top, left, feather=c["feather"] * side)
+            out_mask = np.zeros((h, w), bool)
+            out_mask[top:top + ph, left:left + pw] = mask_t
+            yield Sample(image=image, mask=out_mask, label=label, parents=[src_path, good_path],
+                         params={**c, "source": src_path, "good": good_path, "top": int(top), "left": int(left),
+                                 "source_scale": list(scale)})
+
+    def _place(self, placement: str, source: np.ndarray, good: np.ndarray, at: tuple[int, int],
+               size: tuple[int, int], rng: np.random.Generator) -> tuple[int, int]:
+        """Top-left corner for a (ph, pw) patch that came from `at` in `source`, kept inside the image."""
+        h, w = good.shape[:2]
+        ph, pw = size
+        if placement == "aligned":
+            sy, sx = self.part.offset(source)
+            gy, gx = self.part.offset(good)
+            jitter = self.config["jitter"] * min(h, w)
+            top = at[0] + gy - sy + rng.normal(0, jitter)
+            left = at[1] + gx - sx + rng.normal(0, jitter)
+        elif placement == "object":
+            ys, xs = np.nonzero(self.part.region(good))
+            k = rng.integers(len(ys))
+            top, left = ys[k] - ph / 2, xs[k] - pw / 2
+        else:
+            top, left = rng.uniform(0, max(1, h - ph)), rng.uniform(0, max(1, w - pw))
+        return int(np.clip(round(top), 0, max(0, h - ph))), int(np.clip(round(left), 0, max(0, w - pw)))

@@ -1,0 +1,219 @@
+"""The one training loop, readable top to bottom (nanoGPT style).
+
+    result = train_classifier(train_rows, val_rows, classes, cache, TrainConfig(...), rebalance_config, out_dir)
+
+Runs on whatever accelerate picks (CPU, one GPU, or several under `accelerate launch`), with bf16/fp16
+autocast and channels_last on CUDA. The loss and sampler come from the training set's rebalancing
+settings. After every epoch the model is scored on the validation fold (real training images held
+back from training); the best epoch is saved as safetensors with a config JSON beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
+from torch import nn
+from torch.utils.data import DataLoader, RandomSampler
+
+from defectsynth.balance import RebalanceConfig, make_loss, make_sampler
+from defectsynth.data.cache import ImageCache
+from defectsynth.data.manifest import Row
+from defectsynth.errors import DefectsynthError
+from defectsynth.io import write_bytes, write_text
+from defectsynth.train.data import Augment, ImageSet, image_channels, normalize, to_unit
+from defectsynth.train.models import create_classifier
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    model: str = "resnet18"
+    weights: str = "auto"
+    size: int = 128
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    seed: int = 0
+    device: str = "auto"
+    samples_per_epoch: int | None = None  # None: one pass over the training rows
+    hflip: bool = False
+    vflip: bool = False
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path  # folder with model.safetensors and config.json
+    weights_note: str
+    best_epoch: int
+    val_score: float  # balanced accuracy on the validation fold at the best epoch
+    train_size: int
+    wall_s: float
+    history: list[dict]
+
+
+def use_cuda(device: str) -> bool:
+    if device not in DEVICES:
+        raise DefectsynthError(f"--device {device!r} is unknown; use one of: {', '.join(DEVICES)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DefectsynthError("--device cuda: no CUDA GPU is visible to torch; use --device auto or cpu")
+    return device != "cpu" and torch.cuda.is_available()
+
+
+def make_accelerator(device: str) -> Accelerator:
+    cuda = use_cuda(device)
+    precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
+    return Accelerator(cpu=not cuda, mixed_precision=precision)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 64,
+                   channels_last: bool = False) -> torch.Tensor:
+    """Logits (float32, on the CPU) for a uint8 N x C x H x W tensor, in eval mode."""
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = normalize(images[i:i + batch_size].to(device, non_blocking=True))
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, enabled=device.type == "cuda"):
+            out.append(model(x).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def _balanced_accuracy(labels: torch.Tensor, preds: torch.Tensor) -> float:
+    recalls = [(preds[labels == c] == c).float().mean().item() for c in labels.unique()]
+    return float(np.mean(recalls)) if recalls else 0.0
+
+
+def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[str], cache: ImageCache,
+                     config: TrainConfig, rebalance: RebalanceConfig, out_dir: Path,
+                     progress: bool = True, description: str = "training") -> TrainResult:
+    start = time.perf_counter()
+    if not train_rows:
+        raise DefectsynthError("the training set is empty after carving the validation fold; add training images")
+    accelerator = make_accelerator(config.device)
+    device = accelerator.device
+    cuda = device.type == "cuda"
+    seed_everything(config.seed)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(not cuda, warn_only=True)  # cuDNN determinism costs too much speed
+
+    # data: decoded once into memory; the sampler comes from the rebalancing settings
+    channels = image_channels(train_rows, cache, config.size)
+    train_set = ImageSet(train_rows, classes, cache, config.size, channels)
+    val_set = ImageSet(val_rows, classes, cache, config.size, channels) if val_rows else None
+    counts = torch.bincount(train_set.labels, minlength=len(classes)).tolist()
+    num_samples = config.samples_per_epoch or len(train_set)
+    loader_gen = torch.Generator().manual_seed(config.seed)
+    sampler = make_sampler(rebalance.sampler, train_set.labels.numpy(), num_samples, loader_gen)
+    if sampler is None:
+        sampler = RandomSampler(train_set, num_samples=num_samples, generator=loader_gen)
+    loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, drop_last=len(train_set) > config.batch_size,
+                        pin_memory=cuda)
+    augment = Augment(hflip=config.hflip, vflip=config.vflip)
+    aug_gen = torch.Generator().manual_seed(config.seed + 1)
+
+    # model, loss, optimizer, schedule
+    model, weights_note = create_classifier(config.model, len(classes), channels, config.weights)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    loss_fn = make_loss(rebalance.loss, counts)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    loss_fn = loss_fn.to(device)
+    steps_per_epoch = max(1, len(loader))
+    total_steps = config.epochs * steps_per_epoch
+    # Not prepared by accelerate: stepped once per optimizer step, on every process alike.
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps,
+                                                   pct_start=0.15)
+
+    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+               TextColumn("loss {task.fields[loss]:.3f}  val {task.fields[val]}"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    bar = Progress(*columns, disable=not (progress and accelerator.is_main_process), transient=True)
+    best = {"score": -1.0, "loss": float("inf"), "epoch": 0, "state": None}
+    history = []
+    with bar:
+        task = bar.add_task(description, total=total_steps, loss=float("nan"), val="-")
+        for epoch in range(1, config.epochs + 1):
+            model.train()
+            running, seen, data_s, epoch_start = 0.0, 0, 0.0, time.perf_counter()
+            fetch_start = epoch_start
+            for images, labels in loader:
+                data_s += time.perf_counter() - fetch_start  # time the step waited for its batch
+                x = normalize(augment(to_unit(images.to(device, non_blocking=True)), aug_gen))
+                if cuda:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with accelerator.autocast():
+                    loss = loss_fn(model(x).float(), labels.to(device))
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(loss)
+                optimizer.step()
+                schedule.step()
+                running += loss.item() * len(labels)
+                seen += len(labels)
+                bar.update(task, advance=1, loss=loss.item())
+                fetch_start = time.perf_counter()
+
+            # model selection on the validation fold: balanced accuracy, then validation loss
+            record = {"epoch": epoch, "train_loss": running / max(seen, 1), "samples": seen,
+                      "train_s": time.perf_counter() - epoch_start, "data_wait_s": data_s}
+            if val_set is not None:
+                logits = predict_logits(accelerator.unwrap_model(model), val_set.images, device,
+                                        channels_last=cuda)
+                record["val_loss"] = nn.functional.cross_entropy(logits, val_set.labels).item()
+                record["val_balanced_accuracy"] = _balanced_accuracy(val_set.labels, logits.argmax(1))
+                bar.update(task, val=f"{record['val_balanced_accuracy']:.3f}")
+            history.append(record)
+            score, vloss = record.get("val_balanced_accuracy", 0.0), record.get("val_loss", 0.0)
+            if val_set is None or score > best["score"] or (score == best["score"] and vloss < best["loss"]):
+                state = accelerator.unwrap_model(model).state_dict()
+                best = {"score": score, "loss": vloss, "epoch": epoch,
+                        "state": {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}}
+
+    config_doc = {"model": config.model, "num_classes": len(classes), "in_channels": channels,
+                  "classes": classes, "size": config.size, "weights_note": weights_note,
+                  "best_epoch": best["epoch"], "train": asdict(config), "rebalance": rebalance.model_dump(),
+                  "history": history}
+    if accelerator.is_main_process:
+        save_checkpoint(out_dir, best["state"], config_doc)
+    accelerator.wait_for_everyone()
+    torch.use_deterministic_algorithms(deterministic)
+    return TrainResult(Path(out_dir), weights_note, best["epoch"], best["score"], len(train_set),
+                       time.perf_counter() - start, history)
+
+
+def save_checkpoint(out_dir: Path, state: dict[str, torch.Tensor], config: dict) -> None:
+    write_bytes(Path(out_dir) / "model.safetensors", safetensors_bytes(state, metadata={"model": config["model"]}))
+    write_text(Path(out_dir) / "config.json", json.dumps(config, indent=1, default=str) + "\n")
+
+
+def load_classifier(out_dir: Path) -> tuple[nn.Module, dict]:
+    """The model saved by train_classifier in `out_dir` (eval mode, CPU) and its config."""
+    out_dir = Path(out_dir)
+    try:
+        config = json.loads((out_dir / "config.json").read_text())
+        state = load_file(str(out_dir / "model.safetensors"))
+    except (OSError, ValueError) as e:
+        raise DefectsynthError(f"{out_dir}: no readable classifier checkpoint ({e}); train it again") from None
+    model, _ = create_classifier(config["model"], config["num_classes"], config["in_channels"], "none")
+    model.load_state_dict(state)
+    return model.eval(), config

@@ -1,0 +1,158 @@
+"""Classifiers by name, the timm `register_model` way: torchvision backbones with a new head.
+
+    model, note = create_classifier("resnet18", num_classes=5, in_channels=3, weights="auto")
+
+`weights`: "auto" (ImageNet weights when they can be loaded, else from scratch), "imagenet"
+(ImageNet weights or a one-line error), "none" (from scratch), or the path of a safetensors
+checkpoint written by this package. `note` says in one line which weights were used and why.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from urllib.error import URLError
+
+import torch
+import torchvision.models as tvm
+from safetensors.torch import load_file
+from torch import nn
+
+from defectsynth.errors import DefectsynthError
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_WEIGHTS: dict[str, tvm.WeightsEnum | None] = {}
+DOWNLOAD_TIMEOUT_S = 20
+
+
+def register_model(name: str, weights: tvm.WeightsEnum | None = None):
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        _REGISTRY[name] = fn
+        _WEIGHTS[name] = weights
+        return fn
+    return wrap
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def _resnet(builder):
+    def build(num_classes: int) -> nn.Module:
+        model = builder()
+        model.fc = nn.Linear(model.fc.in_features, num_classes)
+        return model
+    return build
+
+
+def _classifier_last(builder, **kwargs):
+    # efficientnet and mobilenet keep their head in model.classifier, ending with a Linear layer.
+    def build(num_classes: int) -> nn.Module:
+        model = builder(**kwargs)
+        model.classifier[-1] = nn.Linear(model.classifier[-1].in_features, num_classes)
+        return model
+    return build
+
+
+register_model("resnet18", tvm.ResNet18_Weights.IMAGENET1K_V1)(_resnet(tvm.resnet18))
+register_model("resnet34", tvm.ResNet34_Weights.IMAGENET1K_V1)(_resnet(tvm.resnet34))
+register_model("resnet50", tvm.ResNet50_Weights.IMAGENET1K_V2)(_resnet(tvm.resnet50))
+register_model("efficientnet_b0", tvm.EfficientNet_B0_Weights.IMAGENET1K_V1)(_classifier_last(tvm.efficientnet_b0))
+register_model("mobilenet_v3_small", tvm.MobileNet_V3_Small_Weights.IMAGENET1K_V1)(
+    _classifier_last(tvm.mobilenet_v3_small))
+# Half width, no ImageNet weights exist for it: the tiny model of the fast preset (tests, smoke runs).
+register_model("mobilenet_v3_small_050")(_classifier_last(tvm.mobilenet_v3_small, width_mult=0.5))
+
+
+def _first_conv(model: nn.Module) -> tuple[nn.Module, str]:
+    """The input convolution and its attribute path (resnet: conv1; efficientnet/mobilenet: features.0.0)."""
+    if isinstance(getattr(model, "conv1", None), nn.Conv2d):
+        return model, "conv1"
+    return model.features[0], "0"
+
+
+def _adapt_input(model: nn.Module, in_channels: int) -> None:
+    """Swap the RGB input convolution for a grayscale one; the RGB filters are summed (as timm's
+    adapt_input_conv does) so ImageNet weights stay meaningful."""
+    parent, attr = _first_conv(model)
+    conv: nn.Conv2d = getattr(parent, attr)
+    if conv.in_channels == in_channels:
+        return
+    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, conv.groups, conv.bias is not None)
+    with torch.no_grad():
+        new.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    setattr(parent, attr, new)
+
+
+def _imagenet_state(name: str) -> dict[str, torch.Tensor]:
+    """ImageNet weights from the torch hub cache, downloading them if needed; raises OSError when offline."""
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        return _WEIGHTS[name].get_state_dict(progress=False)
+    except (URLError, OSError, RuntimeError) as e:
+        raise OSError(str(getattr(e, "reason", e))) from e
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def create_classifier(name: str, num_classes: int, in_channels: int = 3,
+                      weights: str = "auto") -> tuple[nn.Module, str]:
+    if name not in _REGISTRY:
+        raise DefectsynthError(f"--model {name!r} is unknown; use one of: {', '.join(list_models())}")
+    if in_channels not in (1, 3):
+        raise DefectsynthError(f"images have {in_channels} channels; only grayscale (1) and RGB (3) are supported")
+    model = _REGISTRY[name](num_classes)
+    if weights == "none":
+        note = f"{name} trained from scratch (--weights none)"
+    elif weights in ("auto", "imagenet"):
+        cache = Path(torch.hub.get_dir()) / "checkpoints"
+        if _WEIGHTS[name] is None:
+            if weights == "imagenet":
+                raise DefectsynthError(f"--model {name} has no ImageNet weights; use --weights none or another --model")
+            note = f"{name} trained from scratch (no ImageNet weights exist for it)"
+        else:
+            try:
+                state = _imagenet_state(name)
+            except OSError as e:
+                if weights == "imagenet":
+                    raise DefectsynthError(
+                        f"--weights imagenet: cannot load {name} ImageNet weights ({e}); not in {cache} and not "
+                        f"downloadable; connect once to download them, or use --weights auto|none") from None
+                note = (f"{name} trained from scratch: ImageNet weights not in {cache} and not downloadable ({e})")
+            else:
+                head = {k for k in state if k.startswith(("fc.", "classifier."))}
+                own = model.state_dict()
+                model.load_state_dict({k: v for k, v in state.items()
+                                       if k not in head or own[k].shape == v.shape}, strict=False)
+                note = f"{name} from ImageNet weights ({_WEIGHTS[name]}), new {num_classes}-class head"
+    else:
+        path = Path(weights)
+        if not path.is_file():
+            raise DefectsynthError(f"--weights {weights}: no such file; use auto, imagenet, none or a .safetensors path")
+        _adapt_input(model, in_channels)
+        try:
+            model.load_state_dict(load_file(str(path)))
+        except Exception as e:  # safetensors and torch raise several types for a wrong or damaged file
+            raise DefectsynthError(f"--weights {path}: not a {name} checkpoint with {num_classes} classes and "
+                                   f"{in_channels} channel(s) ({str(e).splitlines()[0][:120]})") from None
+        _short_run_batchnorm(model)
+        return model, f"{name} from checkpoint {path}"
+    _adapt_input(model, in_channels)
+    _short_run_batchnorm(model)
+    return model, note
+
+
+def _short_run_batchnorm(model: nn.Module) -> None:
+    """torchvision's mobilenet_v3 uses BatchNorm momentum 0.01, tuned for long ImageNet runs; after the
+    few hundred steps of a small training set its running statistics are still far off and the model
+    predicts one class in eval mode. The PyTorch default 0.1 tracks them in time."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = 0.1
