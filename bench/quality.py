@@ -96,6 +96,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/learned-real/ws"))
     ap.add_argument("--methods", default="real,cutpaste,gan,diffusion")
     ap.add_argument("--preset", default="cpu", help="preset of the learned generators")
+    ap.add_argument("--steps", type=int, default=None, help="diffusion sampling steps (default: the preset's)")
     ap.add_argument("--n", type=int, default=100, help="synthetic images per defect class")
     ap.add_argument("--size", type=int, default=128, help="classifier image side")
     ap.add_argument("--epochs", type=int, default=12)
@@ -128,7 +129,8 @@ def main() -> None:
                 crops[c] = [defect_crop(im, m) for im, m in reals]
         else:
             if method in LEARNED:
-                gen = load_or_fit(ws, split, method, preset=args.preset)
+                sampling = {"steps": args.steps} if method == "diffusion" and args.steps else {}
+                gen = load_or_fit(ws, split, method, preset=args.preset, **sampling)
                 fit_s = gen.fit_seconds
             else:
                 try:
@@ -157,8 +159,11 @@ def main() -> None:
         results[method] = {"fit_s": fit_s, "sample_s": sample_s, "recall": {c: np.mean(v) for c, v in recalls.items()},
                            "type_acc": float(np.mean(type_acc)), "div": {c: diversity(crops[c]) for c in defects}}
         r = results[method]
-        print(f"{method}: fit {fit_s:.0f} s; 4-way type acc {100 * r['type_acc']:.1f}; "
-              f"{time.perf_counter() - start:.0f} s in all", flush=True)
+        print(f"{method}: fit {fit_s:.0f} s; 4-way type acc {100 * r['type_acc']:.1f}; recall "
+              + ", ".join(f"{c} {100 * r['recall'][c]:.0f}" for c in defects) + "; diversity "
+              + ", ".join(f"{c} {r['div'][c]:.1f}" for c in defects) + "; sample s "
+              + ", ".join(f"{c} {v:.1f}" for c, v in sample_s.items())
+              + f"; {time.perf_counter() - start:.0f} s in all", flush=True)
 
     n_test = {c: sum(r.label == c for r in test) for c in defects}
     print(f"\nTSTR per-class recall (%) on held-out real defects (n = {n_test}), mean of {args.seeds} classifier "

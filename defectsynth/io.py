@@ -18,6 +18,8 @@ from PIL import Image, UnidentifiedImageError
 from defectsynth.errors import DefectsynthError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 @contextmanager
@@ -30,6 +32,7 @@ def atomic_path(path: Path):
     except OSError as e:
         raise DefectsynthError(f"cannot write to {path.parent}: {e.strerror}; choose a writable --work folder") from e
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the mode a plain open() would
     try:
         yield Path(tmp)
         os.replace(tmp, path)

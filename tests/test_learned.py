@@ -15,7 +15,7 @@ from defectsynth.data.split import make_split
 from defectsynth.errors import DefectsynthError
 from defectsynth.io import read_image, write_png
 from defectsynth.synth.fitting import fit_generator, load_or_fit
-from defectsynth.synth.inpaint_data import Box, crop_box, cut, inpaint_input, paste_back
+from defectsynth.synth.inpaint_data import Box, crop_box, cut, inpaint_input, paste_back, random_mask
 from defectsynth.synth.registry import create_generator, list_generators
 from defectsynth.workspace import Workspace
 
@@ -79,6 +79,11 @@ def test_pixels_outside_the_mask_are_the_good_image(fitted, method):
         good = read_image(s.params["good"])
         assert np.array_equal(s.image[~s.mask], good[~s.mask])
         assert not np.array_equal(s.image[s.mask], good[s.mask])
+
+
+def test_random_masks_are_never_empty():
+    rng = np.random.default_rng(0)
+    assert all(random_mask(32, 48, rng).any() for _ in range(3000))
 
 
 def test_mask_convention_white_is_the_hole():
@@ -164,3 +169,25 @@ def test_generate_runner_reuses_the_fitted_model(fitted, method):
     assert [r.method for r in rows] == [method] * 3 and all(r.source == "synthetic" for r in rows)
     for r in rows:
         assert read_image(r.path).shape == read_image(r.parent_paths[0]).shape
+
+
+def test_a_loaded_diffusion_model_takes_only_sampling_settings(fitted):
+    ws, split, _gens = fitted
+    gen = create_generator("diffusion", preset="tiny", device="cpu", identity=split.identity(), progress=False,
+                           steps=2, guidance=1.0, lr=0.5)
+    gen.load(ws.model_dir("diffusion"))
+    assert gen.settings["steps"] == 2 and gen.settings["guidance"] == 1.0 and gen.settings["lr"] == 1e-3
+    (sample,) = gen.sample("bent_lead", 1, np.random.default_rng(0))
+    assert sample.params["guidance"] == 1.0 and sample.params["steps"] == 2 and sample.mask.any()
+
+
+def test_diffusion_keeps_the_known_context_along_the_denoising_loop(fitted):
+    gen = fitted[2]["diffusion"]
+    g = torch.Generator().manual_seed(0)
+    known = torch.rand((2, 3, 16, 16), generator=g) * 2 - 1
+    mask = torch.zeros((2, 1, 16, 16))
+    mask[:, :, 4:10, 5:12] = 1
+    with torch.no_grad():
+        out = gen.inpaint(known, mask, torch.tensor([1, 2]), torch.randn((2, 3, 16, 16), generator=g))
+    assert torch.equal(out * (1 - mask), known * (1 - mask))
+    assert out.shape == known.shape and out.abs().max() <= 1

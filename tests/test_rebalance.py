@@ -110,6 +110,8 @@ def test_mix_apportions_methods(workspace):
     rows = run(workspace, mix="cutpaste=0.75,pose=0.25", target=11).rows
     got = Counter((r.label, r.method) for r in rows if r.source == "synthetic")
     assert got == {(label, m): n for label in DEFECTS for m, n in (("cutpaste", 6), ("pose", 2))}
+    with pytest.raises(DefectsynthError, match="generator 'cutpast' is unknown"):
+        run(workspace, methods="cutpast", target=11)
     assert apportion(7, {"a": 0.5, "b": 0.5}) == {"a": 4, "b": 3}
     assert apportion(10, {"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}) == {"a": 4, "b": 3, "c": 3}
 

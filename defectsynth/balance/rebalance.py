@@ -133,6 +133,8 @@ def _build(ws: Workspace, split: Split, config: RebalanceConfig, real: list[Row]
 
     pool, skipped = _synthetic_pool(ws, split) if synthetic_wanted else ([], 0)
     short = _shortfall(pool, synthetic_wanted)
+    if short:
+        _check_methods(config)
     if short and config.generate:
         for key, (n, _have) in short.items():
             label, method = key.split("/")
@@ -153,13 +155,15 @@ def _build(ws: Workspace, split: Split, config: RebalanceConfig, real: list[Row]
 
 def _shares(config: RebalanceConfig, label: str) -> dict[str, float]:
     shares = config.method_shares()
-    if shares is None:
-        return {default_method(label): 1.0}
-    unknown = [m for m in shares if m not in list_generators()]
+    return {default_method(label): 1.0} if shares is None else shares
+
+
+def _check_methods(config: RebalanceConfig) -> None:
+    # Only when images are missing: listing the generators imports them all, which takes seconds.
+    unknown = [m for m in config.method_shares() or {} if m not in list_generators()]
     if unknown:
         raise DefectsynthError(f"--methods/--mix: generator {unknown[0]!r} is unknown; use one of: "
                                f"{', '.join(list_generators())}")
-    return shares
 
 
 def _synthetic_pool(ws: Workspace, split: Split) -> tuple[list[Row], int]:

@@ -44,16 +44,17 @@ def fit_generator(ws: Workspace, split: Split, method: str, preset: str | None =
 
 
 def load_or_fit(ws: Workspace, split: Split, method: str, preset: str | None = None, device: str = "auto",
-                seed: int = 0, progress: bool = True, say: Callable[[str], None] = print) -> Generator:
+                seed: int = 0, progress: bool = True, say: Callable[[str], None] = print, **overrides) -> Generator:
     """The saved model when it fits this split; otherwise train one (saying why) and save it.
-    Without a preset, the saved model's preset is kept."""
+    Without a preset, the saved model's preset is kept. `overrides` change preset settings; a loaded
+    model takes only the sampling ones (e.g. diffusion steps, sampler, guidance)."""
     folder = ws.model_dir(method)
     if preset is None and (folder / CONFIG).is_file():
         try:
             preset = json.loads((folder / CONFIG).read_text())["preset"]
         except (ValueError, KeyError):
             preset = None
-    gen = _create(ws, split, method, resolve_preset(preset), device, seed, progress)
+    gen = _create(ws, split, method, resolve_preset(preset), device, seed, progress, **overrides)
     if not (folder / CONFIG).is_file():
         say(f"No trained {method} model in {folder}: training one now (preset {gen.preset}).")
     else:
@@ -62,4 +63,4 @@ def load_or_fit(ws: Workspace, split: Split, method: str, preset: str | None = N
             return gen
         except DefectsynthError as e:
             say(f"{e}. Training {method} again now (preset {gen.preset}).")
-    return fit_generator(ws, split, method, gen.preset, device, seed, progress)
+    return fit_generator(ws, split, method, gen.preset, device, seed, progress, **overrides)

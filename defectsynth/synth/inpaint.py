@@ -73,7 +73,7 @@ class InpaintGenerator(Generator):
         if unknown:
             raise DefectsynthError(f"{self.name}: unknown setting(s) {', '.join(unknown)}; "
                                    f"known: {', '.join(self.presets[preset])}")
-        self.preset, self.settings = preset, {**self.presets[preset], **overrides}
+        self.preset, self.settings, self.overrides = preset, {**self.presets[preset], **overrides}, overrides
         self.device = pick_device(device)
         self.seed, self.identity, self.progress = seed, identity, progress
         self.cache = ImageCache(cache_dir) if cache_dir is not None else None
@@ -223,7 +223,9 @@ class InpaintGenerator(Generator):
             raise DefectsynthError(f"{folder} was trained with --preset {preset}, not {self.preset}; pass "
                                    f"--preset {preset}, or run 'defectsynth fit --method {self.name} --preset "
                                    f"{self.preset}'")
-        self.settings, self.seed, self.identity = doc["settings"], doc["seed"], identity
+        # A trained model keeps its training settings; only how it samples can be changed.
+        sampling = {k: v for k, v in self.overrides.items() if k in (*self.sample_settings, "sample_batch")}
+        self.settings, self.seed, self.identity = {**doc["settings"], **sampling}, doc["seed"], identity
         self.classes, self.channels, self.goods = doc["classes"], doc["channels"], doc["goods"]
         self.sources = {c: [tuple(s) for s in src] for c, src in doc["sources"].items()}
         self.fit_seconds = doc.get("fit_seconds", 0.0)

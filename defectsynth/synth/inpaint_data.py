@@ -84,7 +84,9 @@ def random_mask(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
             cv2.ellipse(m, (cx, cy), axes, float(rng.uniform(0, 180)), 0, 360, 255, -1)
         else:
             pts = np.cumsum(rng.normal(0, 0.06 * s, size=(int(rng.integers(2, 6)), 2)), axis=0) + [cx, cy]
-            cv2.polylines(m, [pts.astype(np.int32)], False, 255, int(rng.uniform(0.01, 0.04) * s) + 1)
+            # Kept inside the image, else a stroke can miss it and leave an empty mask.
+            pts = np.clip(pts, 0, [w - 1, h - 1]).astype(np.int32)
+            cv2.polylines(m, [pts], False, 255, int(rng.uniform(0.01, 0.04) * s) + 1)
     return m > 0
 
 

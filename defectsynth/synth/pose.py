@@ -19,7 +19,7 @@ from defectsynth.errors import DefectsynthError
 from defectsynth.io import read_image
 from defectsynth.synth.base import Generator, Sample
 from defectsynth.synth.cutpaste import alpha_blend
-from defectsynth.synth.part import PartModel, _disk, fill_background
+from defectsynth.synth.part import PartModel, _disk
 from defectsynth.synth.registry import register_generator
 
 MODES = ("missing", "rotated", "shifted")
@@ -55,9 +55,10 @@ class Pose(Generator):
             good = read_image(good_path)
             h, w = good.shape[:2]
             side = min(h, w)
-            part = self.part.region(good, grow=max(1, side // 128))
-            where = cv2.dilate(part.astype(np.uint8), _disk(side // 64)) > 0
-            background = fill_background(good, where)
+            part = self.part.region(good, grow=max(1, side // 128), usual=False)
+            where = self.part.extend(good, part | self.part.usual_place(good))
+            where = cv2.dilate(where.astype(np.uint8), _disk(side / 64)) > 0
+            background = self.part.fill(good, where)
             params = {"mode": mode, "good": good_path}
             if mode == "missing":
                 image, moved = background, np.zeros((h, w), bool)
@@ -79,7 +80,12 @@ class Pose(Generator):
                 m[:, 2] += (dx, dy)
                 warped = cv2.warpAffine(good, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
                 moved = cv2.warpAffine(part.astype(np.uint8), m, (w, h), flags=cv2.INTER_NEAREST) > 0
-                image = alpha_blend(background, warped, moved, 0, 0, feather=max(0.5, side / 512))
+                image = background
+                if moved.any():  # else the part was moved out of the picture: only its absence shows
+                    ys, xs = np.nonzero(moved)
+                    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+                    image = alpha_blend(background, warped[y0:y1, x0:x1], moved[y0:y1, x0:x1], y0, x0,
+                                        feather=max(0.5, side / 512))
                 params.update(angle=round(angle, 2), shift=[round(dy, 1), round(dx, 1)])
             mask = where | moved
             yield Sample(image=image, mask=mask, label=label, parents=[good_path], params={**params, **c})

@@ -126,8 +126,8 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
     sampler = make_sampler(rebalance.sampler, train_set.labels.numpy(), num_samples, loader_gen)
     if sampler is None:
         sampler = RandomSampler(train_set, num_samples=num_samples, generator=loader_gen)
-    loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, drop_last=len(train_set) > config.batch_size,
-                        pin_memory=cuda)
+    loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler,
+                        drop_last=num_samples > config.batch_size, pin_memory=cuda)
     augment = Augment(hflip=config.hflip, vflip=config.vflip)
     aug_gen = torch.Generator().manual_seed(config.seed + 1)
 

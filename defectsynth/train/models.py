@@ -90,14 +90,20 @@ def _adapt_input(model: nn.Module, in_channels: int) -> None:
     setattr(parent, attr, new)
 
 
+_UNAVAILABLE: dict[str, str] = {}  # model name -> why its weights could not be had, so one run tries once
+
+
 def _imagenet_state(name: str) -> dict[str, torch.Tensor]:
     """ImageNet weights from the torch hub cache, downloading them if needed; raises OSError when offline."""
+    if name in _UNAVAILABLE:
+        raise OSError(_UNAVAILABLE[name])
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
         return _WEIGHTS[name].get_state_dict(progress=False)
     except (URLError, OSError, RuntimeError) as e:
-        raise OSError(str(getattr(e, "reason", e))) from e
+        _UNAVAILABLE[name] = str(getattr(e, "reason", e))
+        raise OSError(_UNAVAILABLE[name]) from e
     finally:
         socket.setdefaulttimeout(old)
 

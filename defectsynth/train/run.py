@@ -26,7 +26,6 @@ from defectsynth.data.manifest import Row
 from defectsynth.data.split import Split, load_split, make_split, save_split
 from defectsynth.errors import DefectsynthError
 from defectsynth.report import summary_table, write_report
-from defectsynth.synth.generate import generate
 from defectsynth.train.data import validation_fold, without_fold
 from defectsynth.train.evaluate import evaluate_heldout
 from defectsynth.train.loop import TrainConfig, train_classifier, use_cuda

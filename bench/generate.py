@@ -1,0 +1,85 @@
+"""Generation speed: images/s for cutpaste and pose at 512 and 1024 px, against the I/O limit
+(decode one source + encode one PNG at that size, nothing else), and --workers 2 against 1.
+
+    .venv/bin/python bench/generate.py                 # demo data made in a temp folder
+    .venv/bin/python bench/generate.py --data /path/to/transistor   # real data at its own size
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from defectsynth.data.demo import make_demo
+from defectsynth.io import read_image, write_png
+from defectsynth.synth.generate import _fit, generate
+from defectsynth.workspace import Workspace
+
+CASES = (("cutpaste", "bent_lead"), ("pose", "misplaced"))
+
+
+def io_limit(paths: list[str], out: Path, n: int) -> float:
+    """Images/s for decoding one source and encoding one PNG per image."""
+    start = time.perf_counter()
+    for i in range(n):
+        write_png(out / f"io_{i}.png", read_image(paths[i % len(paths)]))
+    return n / (time.perf_counter() - start)
+
+
+def run(ws: Workspace, method: str, label: str, n: int, workers: int) -> tuple[float, float]:
+    """(seconds of one fit, seconds of the whole generate call, which fits again) for n fresh images;
+    images/s are then n / (call - fit)."""
+    split = ws.split(say=lambda _m: None)
+    start = time.perf_counter()
+    _fit(ws, split, method, False, lambda _m: None)
+    fit_s = time.perf_counter() - start
+    start = time.perf_counter()
+    generate(ws, split, label, n, method=method, seed=workers, workers=workers, progress=False,
+             say=lambda _m: None)
+    return fit_s, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, help="a real category folder (benchmarked at its own size)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
+    parser.add_argument("--n", type=int, default=40, help="images per measurement")
+    args = parser.parse_args()
+    console = Console()
+    table = Table(title="defectsynth generate: images/s (fit excluded) vs the I/O limit")
+    for col in ("data", "method", "fit s", "img/s", "I/O limit img/s", "ratio", "img/s 2 workers", "speed-up"):
+        table.add_column(col, justify="right")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        roots = [(args.data.name, args.data)] if args.data else []
+        for size in [] if args.data else args.sizes:
+            console.print(f"making demo data at {size} px ...")
+            roots.append((f"demo {size}px", make_demo(tmp / f"demo{size}", size=size, n_train_good=30,
+                                                      n_test_good=4, n_per_defect=4, progress=False)))
+        for name, root in roots:
+            goods = sorted(str(p) for p in (Path(root) / "train" / "good").glob("*.png"))
+            warm = Workspace.open(root, tmp / f"warm-{name}")
+            for method, _ in CASES:  # imports and first-use costs out of the measurements
+                _fit(warm, warm.split(say=lambda _m: None), method, False, lambda _m: None)
+            limit = io_limit(goods, tmp, args.n)
+            for method, label in CASES:
+                one = Workspace.open(root, tmp / f"w1-{name}-{method}")
+                fit_s, total = run(one, method, label, args.n, workers=1)
+                ips = args.n / max(total - fit_s, 1e-6)
+                two = Workspace.open(root, tmp / f"w2-{name}-{method}")
+                _, total2 = run(two, method, label, args.n, workers=2)
+                ips2 = args.n / max(total2 - fit_s, 1e-6)
+                table.add_row(name, method, f"{fit_s:.1f}", f"{ips:.1f}", f"{limit:.1f}", f"{ips / limit:.2f}",
+                              f"{ips2:.1f}", f"{ips2 / ips:.2f}x")
+                console.print(f"{name} {method}: {ips:.1f} img/s, {ips / limit:.2f} of the I/O limit, "
+                              f"2 workers {ips2 / ips:.2f}x")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
