@@ -101,6 +101,10 @@ def test_heldout_parent_refused_after_split_change(workspace):
                   [replace(r, split="test") if r.path == used else r for r in split.rows])
     with pytest.raises(LeakageError):
         check_no_leakage(rows, moved, "rebalance")
+    # and generate under the new split remakes the stale images instead of reusing them
+    remade = _quiet(workspace, moved, "bent_lead", 3)
+    assert not any(used in r.parent_paths for r in remade)
+    check_no_leakage(read_synthetic(workspace), moved, "rebalance")
 
 
 def _converted(demo_root: Path, dest: Path, convert) -> Path:

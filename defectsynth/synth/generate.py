@@ -112,7 +112,10 @@ def generate(ws: Workspace, split: Split, label: str, n: int, method: str | None
     _check_request(split, label, n)
     method = method or default_method(label)
     paths = [image_path(ws, label, method, seed, i) for i in range(n)]
-    known = {r.path: r for r in read_synthetic(ws) if r.method == method and r.label == label}
+    # rows made from another split's train images are stale: remade rather than reused
+    allowed = {r.path for r in split.real_rows("train")}
+    known = {r.path: r for r in read_synthetic(ws)
+             if r.method == method and r.label == label and set(r.parent_paths) <= allowed}
     missing = [i for i, p in enumerate(paths) if not (str(p) in known and p.is_file() and mask_of(p).is_file())]
     if missing:
         gen = _fit(ws, split, method, progress, say)
