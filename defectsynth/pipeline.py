@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 from defectsynth.balance import rebalance
@@ -77,28 +79,43 @@ def prepare_split(ws: Workspace, recipe: Recipe, say: Callable[[str], None]):
     return wanted
 
 
+@contextmanager
+def timed(timings: dict[str, float] | None, stage: str):
+    start = time.perf_counter()
+    yield
+    if timings is not None:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+
+
 def run_recipe(recipe: Recipe, data: Path | None = None, work: Path | None = None, progress: bool = True,
-               say: Callable[[str], None] = print) -> dict | None:
-    """Execute the recipe; return train_eval's result (or None when the recipe has no train_eval)."""
-    ws = Workspace.open(prepare_data(recipe, data, say), work or recipe.work)
+               say: Callable[[str], None] = print, timings: dict[str, float] | None = None) -> dict | None:
+    """Execute the recipe; return train_eval's result (or None when the recipe has no train_eval).
+
+    `timings`, when given, receives the wall seconds of each stage (bench/e2e.py prints them)."""
+    with timed(timings, "data"):
+        ws = Workspace.open(prepare_data(recipe, data, say), work or recipe.work)
     say(f"workspace: {ws.root}")
-    split = prepare_split(ws, recipe, say)
+    with timed(timings, "split"):
+        split = prepare_split(ws, recipe, say)
 
     for step in recipe.generate:
         for label in split.defect_classes if step.label == "all" else [step.label]:
             stamp = Stamp(ws, f"generate-{label}-{step.method or 'default'}-{step.seed}",
                           {**step.model_dump(), "label": label}, [ws.split_json], [ws.synthetic_csv])
-            if not stamp.current(say):
-                generate(ws, split, label, step.n, method=step.method, seed=step.seed, progress=progress, say=say)
-                stamp.mark()
+            with timed(timings, f"generate {label}"):
+                if not stamp.current(say):
+                    generate(ws, split, label, step.n, method=step.method, seed=step.seed, progress=progress,
+                             say=say)
+                    stamp.mark()
 
     for name, config in recipe.rebalance.items():
         stamp = Stamp(ws, f"rebalance-{name}", config.model_dump(), [ws.split_json, ws.synthetic_csv],
                       [ws.training_csv(name), ws.training_csv("original")])
-        if not stamp.current(say):
-            rebalance(ws, split, config, name=name, progress=progress)
-            stamp.mark()
-            say(f"rebalance: wrote {ws.training_csv(name)}")
+        with timed(timings, f"rebalance {name}"):
+            if not stamp.current(say):
+                rebalance(ws, split, config, name=name, progress=progress)
+                stamp.mark()
+                say(f"rebalance: wrote {ws.training_csv(name)}")
 
     if recipe.train_eval is None:
         return None
@@ -114,8 +131,10 @@ def run_recipe(recipe: Recipe, data: Path | None = None, work: Path | None = Non
         result = json.loads(saved.read_text())
         result["report_dir"] = Path(result["report_dir"])
         return result
-    result = train_eval(ws, te.arms, splits=te.splits, seeds=te.seeds, model=te.model, weights=te.weights,
-                        size=te.size, epochs=te.epochs, device=te.device, preset=te.preset, progress=progress, say=say)
+    with timed(timings, "train-eval"):
+        result = train_eval(ws, te.arms, splits=te.splits, seeds=te.seeds, model=te.model, weights=te.weights,
+                            size=te.size, epochs=te.epochs, device=te.device, preset=te.preset, progress=progress,
+                            say=say)
     write_text(saved, json.dumps({k: result[k] for k in ("report_dir", "summary", "settings")}, default=str))
     stamp.mark()
     return result

@@ -52,11 +52,13 @@ def summary_table(runs: Sequence[dict], baseline: str = BASELINE) -> list[dict[s
 
 
 def rich_table(rows: Sequence[dict[str, str]], title: str = "Held-out real images, mean ± std") -> Table:
+    """The summary turned on its side (one column per arm), so that it fits an 80-column terminal."""
     table = Table(title=title)
-    for column in rows[0] if rows else []:
-        table.add_column(column, justify="left" if column == "Arm" else "right")
+    table.add_column("")
     for row in rows:
-        table.add_row(*row.values())
+        table.add_column(row["Arm"], justify="right")
+    for key in [k for k in (rows[0] if rows else {}) if k != "Arm"]:
+        table.add_row(key, *(row[key] for row in rows))
     return table
 
 
