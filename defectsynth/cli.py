@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from defectsynth.data.check import check_category, check_table
 from defectsynth.data.download import CATEGORIES, download
@@ -24,6 +25,12 @@ app.add_typer(data_app, name="data")
 console = Console()
 err_console = Console(stderr=True)
 
+
+def say(msg: str) -> None:
+    """Print plain text: paths and figures are not Rich markup, and long lines wrap as lines."""
+    console.print(msg, markup=False, highlight=False, soft_wrap=True)
+
+
 DataOpt = Annotated[Optional[Path], typer.Option(
     "--data", envvar="DEFECTSYNTH_DATA", show_default="data/transistor",
     help="MVTec AD category folder (default: $DEFECTSYNTH_DATA, else data/transistor).")]
@@ -39,7 +46,7 @@ def friendly_errors(fn):
         try:
             return fn(*args, **kwargs)
         except DefectsynthError as e:
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
     return wrapper
 
@@ -58,11 +65,11 @@ def split_cmd(
     ws = Workspace.open(data, work)
     split = make_split(ws.data, shots=shots, protocol=protocol, seed=seed)
     save_split(split, ws.split_json)
-    console.print(f"Wrote {ws.split_json}: {split.protocol} split, {split.shots} train defects per type.")
+    say(f"Wrote {ws.split_json}: {split.protocol} split, {split.shots} train defects per type.")
     for label in split.classes:
         n_train = sum(r.label == label and r.split == "train" for r in split.rows)
         n_test = sum(r.label == label and r.split == "test" for r in split.rows)
-        console.print(f"  {label:<16} train {n_train:>4}   held out {n_test:>4}")
+        say(f"  {label:<16} train {n_train:>4}   held out {n_test:>4}")
 
 
 @data_app.command("check")
@@ -75,13 +82,12 @@ def data_check_cmd(
     result = check_category(path if path is not None else default_data())
     console.print(check_table(result))
     for problem in result.problems:
-        console.print(problem.line, markup=False, highlight=False, soft_wrap=True)
+        say(problem.line)
     if result.problems:
         err_console.print(f"{len(result.problems)} problem(s) in {result.root}; fix them and run the check again.",
                           markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2)
-    console.print(f"OK: {result.root} has no problems (masks match their images).", markup=False, highlight=False,
-                  soft_wrap=True)
+    say(f"OK: {result.root} has no problems (masks match their images).")
 
 
 @data_app.command("download")
@@ -105,9 +111,8 @@ def data_download_cmd(
     MVTec publishes a checksum only for the whole archive (4.9 GiB), so that is downloaded (resumable,
     sha256-verified) and kept in --root, so another category needs no second download.
     """
-    target = download(category, root, archive=archive, sha256=sha256, verify=not no_verify,
-                      say=lambda msg: console.print(msg, markup=False, highlight=False, soft_wrap=True))
-    console.print(f"Ready: {target}. Next: defectsynth data check {target}", markup=False, highlight=False)
+    target = download(category, root, archive=archive, sha256=sha256, verify=not no_verify, say=say)
+    say(f"Ready: {target}. Next: defectsynth data check {target}")
 
 
 @data_app.command("demo")
@@ -121,9 +126,8 @@ def data_demo_cmd(
     from defectsynth.data.demo import DEFECTS, make_demo
 
     target = make_demo(root, size=size, seed=seed)
-    console.print(f"Wrote {target}: 213 train/good, 60 test/good, 10 each of {', '.join(DEFECTS)} with masks "
-                  f"({size} x {size} px, seed {seed}). Next: defectsynth data check {target}",
-                  markup=False, highlight=False, soft_wrap=True)
+    say(f"Wrote {target}: 213 train/good, 60 test/good, 10 each of {', '.join(DEFECTS)} with masks "
+        f"({size} x {size} px, seed {seed}). Next: defectsynth data check {target}")
 
 
 @app.command("train-eval")
@@ -155,12 +159,10 @@ def train_eval_cmd(
     ws = Workspace.open(data, work)
     result = train_eval(ws, [a.strip() for a in arms.split(",") if a.strip()], splits=splits, seeds=seeds,
                         model=model, weights=weights, size=size, epochs=epochs, device=device, preset=preset,
-                        say=lambda msg: console.print(msg, markup=False, highlight=False, soft_wrap=True))
+                        say=say)
     console.print(rich_table(result["summary"]))
-    console.print(f"Weights: {'; '.join(result['settings']['weights_notes'])}", markup=False, highlight=False,
-                  soft_wrap=True)
-    console.print(f"Report: {result['report_dir'] / 'report.md'} ({result['settings']['wall_s']:.0f} s)",
-                  markup=False, highlight=False, soft_wrap=True)
+    say(f"Weights: {'; '.join(result['settings']['weights_notes'])}")
+    say(f"Report: {result['report_dir'] / 'report.md'} ({result['settings']['wall_s']:.0f} s)")
 
 
 @app.command("rebalance")
@@ -198,14 +200,14 @@ def rebalance_cmd(
     config = make_config(strategy=strategy, target=target, methods=methods, mix=mix, real_ratio=real_ratio,
                          sampler=sampler, loss=loss, seed=seed, generate=generate)
     ws = Workspace.open(data, work)
-    split = ws.split(say=console.print)
+    split = ws.split(say=say)
     result = rebalance(ws, split, config, name=name)
     console.print(render_table(result.table, title=f"{name}: {config.strategy}, target {config.target}"))
     if result.skipped:
-        console.print(f"Left out {result.skipped} rows of {ws.synthetic_csv}: made from images outside this "
-                      "split's training set, or their file is gone.", markup=False, highlight=False, soft_wrap=True)
-    console.print(f"Wrote {result.csv} ({len(result.rows)} rows; sampler {config.sampler}, loss {config.loss}) "
-                  f"and {ws.training_csv('original')}.", markup=False, highlight=False, soft_wrap=True)
+        say(f"Left out {result.skipped} rows of {ws.synthetic_csv}: made from images outside this "
+            "split's training set, or their file is gone.")
+    say(f"Wrote {result.csv} ({len(result.rows)} rows; sampler {config.sampler}, loss {config.loss}) "
+        f"and {ws.training_csv('original')}.")
 
 
 @app.command("fit")
@@ -224,10 +226,10 @@ def fit_cmd(
     from defectsynth.synth.fitting import fit_generator
 
     ws = Workspace.open(data, work)
-    split = ws.split(say=console.print)
+    split = ws.split(say=say)
     gen = fit_generator(ws, split, method, preset=preset, device=device, seed=seed)
-    console.print(f"Trained {method} (preset {gen.preset}, {gen.device.type}) in {gen.fit_seconds:.0f} s; saved to "
-                  f"{ws.model_dir(method)}.", markup=False, highlight=False, soft_wrap=True)
+    say(f"Trained {method} (preset {gen.preset}, {gen.device.type}) in {gen.fit_seconds:.0f} s; saved to "
+        f"{ws.model_dir(method)}.")
 
 
 @app.command("generate")
@@ -248,15 +250,13 @@ def generate_cmd(
     from defectsynth.synth.generate import generate
 
     ws = Workspace.open(data, work)
-    split = ws.split(say=console.print)
+    split = ws.split(say=say)
     labels = split.defect_classes if label == "all" else [label]
     for one in labels:
-        rows = generate(ws, split, one, n, method=method, seed=seed, workers=workers,
-                        say=lambda msg: console.print(msg, markup=False, highlight=False, soft_wrap=True))
+        rows = generate(ws, split, one, n, method=method, seed=seed, workers=workers, say=say)
         out = ws.synthetic_dir(one, rows[0].method)
-        console.print(f"{one}: {len(rows)} images in {out} (preview: {out / 'preview.png'})", markup=False,
-                      highlight=False, soft_wrap=True)
-    console.print(f"Provenance: {ws.synthetic_csv}", markup=False, highlight=False, soft_wrap=True)
+        say(f"{one}: {len(rows)} images in {out} (preview: {out / 'preview.png'})")
+    say(f"Provenance: {ws.synthetic_csv}")
 
 
 @app.command("run")
@@ -270,7 +270,7 @@ def run_cmd(
     from defectsynth.pipeline import run_recipe
     from defectsynth.recipe import load_recipe
 
-    _print_result(run_recipe(load_recipe(recipe), data=data, work=work, say=_say))
+    _print_result(run_recipe(load_recipe(recipe), data=data, work=work, say=say))
 
 
 @app.command("demo")
@@ -282,11 +282,7 @@ def demo_cmd(
     from defectsynth.pipeline import run_recipe
     from defectsynth.recipe import DEMO_RECIPE, load_recipe
 
-    _print_result(run_recipe(load_recipe(DEMO_RECIPE), work=work, say=_say))
-
-
-def _say(msg: str) -> None:
-    console.print(msg, markup=False, highlight=False, soft_wrap=True)
+    _print_result(run_recipe(load_recipe(DEMO_RECIPE), work=work, say=say))
 
 
 def _print_result(result: dict | None) -> None:
@@ -295,7 +291,7 @@ def _print_result(result: dict | None) -> None:
     from defectsynth.report import rich_table
 
     console.print(rich_table(result["summary"]))
-    _say(f"Report: {result['report_dir'] / 'report.md'}")
+    say(f"Report: {result['report_dir'] / 'report.md'}")
 
 
 if __name__ == "__main__":
