@@ -182,6 +182,9 @@ def rebalance_cmd(
                                                                      "default), in equal shares.")] = None,
     mix: Annotated[Optional[str], typer.Option("--mix", help="Shares of the generators, e.g. "
                                                              "cutpaste=0.5,diffusion=0.5.")] = None,
+    class_methods: Annotated[Optional[str], typer.Option("--class-methods", help="Generators for particular "
+                                                         "classes, overriding --methods/--mix there, e.g. "
+                                                         "misplaced=pose,damaged_case=diffusion.")] = None,
     real_ratio: Annotated[Optional[float], typer.Option("--real-ratio", help="Minimum share of real images per "
                                                                              "defect class, by repeating the "
                                                                              "reals.")] = None,
@@ -197,7 +200,8 @@ def rebalance_cmd(
     """Write <work>/training/<name>.csv, a rebalanced training set, and original.csv, the split as it is."""
     from defectsynth.balance import make_config, rebalance, render_table
 
-    config = make_config(strategy=strategy, target=target, methods=methods, mix=mix, real_ratio=real_ratio,
+    config = make_config(strategy=strategy, target=target, methods=methods, mix=mix, class_methods=class_methods,
+                         real_ratio=real_ratio,
                          sampler=sampler, loss=loss, seed=seed, generate=generate)
     ws = Workspace.open(data, work)
     split = ws.split(say=say)

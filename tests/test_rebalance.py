@@ -116,6 +116,19 @@ def test_mix_apportions_methods(workspace):
     assert apportion(10, {"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}) == {"a": 4, "b": 3, "c": 3}
 
 
+def test_class_methods_override_methods_for_their_classes(workspace):
+    split = workspace.split(say=lambda _msg: None)
+    add_synthetic(workspace, split, 10, methods=["cutpaste", "pose"])
+    rows = run(workspace, methods="cutpaste", class_methods="misplaced=pose", target=11).rows
+    got = Counter((r.label, r.method) for r in rows if r.source == "synthetic")
+    assert got == {**{(label, "cutpaste"): 8 for label in DEFECTS[:3]}, ("misplaced", "pose"): 8}
+    rows = run(workspace, class_methods={"damaged_case": ["cutpaste", "pose"]}, target=11).rows
+    got = Counter((r.label, r.method) for r in rows if r.source == "synthetic" and r.label == "damaged_case")
+    assert got == {("damaged_case", "cutpaste"): 4, ("damaged_case", "pose"): 4}
+    with pytest.raises(DefectsynthError, match="--class-methods: 'scratch' is not a defect class"):
+        run(workspace, class_methods="scratch=pose", target=11)
+
+
 def test_missing_synthetic_names_the_generate_command(workspace):
     split = workspace.split(say=lambda _msg: None)
     with pytest.raises(DefectsynthError) as e:
@@ -202,6 +215,8 @@ def test_sidecar_round_trip(workspace):
     ({"real_ratio": 1.5}, "--real-ratio"),
     ({"strategy": "oversample", "methods": "cutpaste"}, "--methods"),
     ({"methods": "cutpaste", "mix": "pose=1"}, "--mix"),
+    ({"class_methods": "misplaced"}, "--class-methods"),
+    ({"strategy": "oversample", "class_methods": "misplaced=pose"}, "--class-methods"),
     ({"loss": "dice"}, "--loss"),
     ({"sampler": "smart"}, "--sampler"),
     ({"seed": -1}, "--seed"),

@@ -25,6 +25,9 @@ class RebalanceConfig(BaseModel):
     target: Union[Literal["auto", "sqrt"], int] = "auto"
     methods: Optional[list[str]] = None  # None: each class's default generator
     mix: Optional[dict[str, float]] = None  # share of each method among a class's synthetic images
+    # per-class generators that override methods/mix for those classes, e.g. {misplaced: [pose]}: a
+    # generator that makes one kind of defect must not fill the other classes
+    class_methods: Optional[dict[str, list[str]]] = None
     real_ratio: Optional[float] = None  # minimum share of real rows per class, by repeating reals
     sampler: Literal["none", "weighted", "sqrt"] = "none"
     loss: Literal["ce", "class-balanced", "focal", "logit-adjust", "balanced-softmax"] = "ce"
@@ -68,6 +71,21 @@ class RebalanceConfig(BaseModel):
             raise ValueError("every share must be above 0")
         return value
 
+    @field_validator("class_methods", mode="before")
+    @classmethod
+    def _class_methods(cls, value):
+        if isinstance(value, str):
+            pairs = [p.strip() for p in value.split(",") if p.strip()]
+            if not pairs or any(p.count("=") != 1 for p in pairs):
+                raise ValueError("write it as class=method pairs, e.g. misplaced=pose,damaged_case=diffusion")
+            value = {}
+            for label, method in (p.split("=") for p in pairs):
+                value.setdefault(label.strip(), []).append(method.strip())
+        if value is not None and (not value or any(not methods or len(set(methods)) != len(methods)
+                                                   for methods in value.values())):
+            raise ValueError("give each class one or more distinct generators, e.g. misplaced=pose")
+        return value
+
     @field_validator("real_ratio")
     @classmethod
     def _real_ratio(cls, value):
@@ -77,7 +95,8 @@ class RebalanceConfig(BaseModel):
 
     @model_validator(mode="after")
     def _fits_strategy(self):
-        for option, value in (("--methods", self.methods), ("--mix", self.mix), ("--real-ratio", self.real_ratio)):
+        for option, value in (("--methods", self.methods), ("--mix", self.mix), ("--class-methods", self.class_methods),
+                              ("--real-ratio", self.real_ratio)):
             if value is not None and self.strategy not in FILL_STRATEGIES:
                 raise ValueError(f"{option} applies only to --strategy synthetic or hybrid, "
                                  f"not {self.strategy}; drop it or change --strategy")
@@ -86,8 +105,10 @@ class RebalanceConfig(BaseModel):
                              "name the same methods (or give only --mix)")
         return self
 
-    def method_shares(self) -> dict[str, float] | None:
-        """Each method's share of a class's synthetic images, summing to 1; None: the class's default."""
+    def method_shares(self, label: str | None = None) -> dict[str, float] | None:
+        """Each method's share of `label`'s synthetic images, summing to 1; None: the class's default."""
+        if label is not None and self.class_methods and label in self.class_methods:
+            return {m: 1 / len(self.class_methods[label]) for m in self.class_methods[label]}
         if self.mix is not None:
             total = sum(self.mix.values())
             return {m: share / total for m, share in self.mix.items()}

@@ -55,6 +55,10 @@ class RebalanceResult:
 def rebalance(ws: Workspace, split: Split, config: RebalanceConfig, name: str = "balanced",
               progress: bool = True) -> RebalanceResult:
     _check_name(name, config)
+    unknown = sorted(set(config.class_methods or {}) - set(split.defect_classes))
+    if unknown:
+        raise DefectsynthError(f"--class-methods: {unknown[0]!r} is not a defect class of {split.data_root}; "
+                               f"use one of: {', '.join(split.defect_classes)}")
     real = train_rows(split, "rebalance")
     original = _write(ws, ORIGINAL, real, ORIGINAL_CONFIG, before_after(real, real, split.classes), skipped=0)
     if name == ORIGINAL:
@@ -154,13 +158,14 @@ def _build(ws: Workspace, split: Split, config: RebalanceConfig, real: list[Row]
 
 
 def _shares(config: RebalanceConfig, label: str) -> dict[str, float]:
-    shares = config.method_shares()
+    shares = config.method_shares(label)
     return {default_method(label): 1.0} if shares is None else shares
 
 
 def _check_methods(config: RebalanceConfig) -> None:
     # Only when images are missing: listing the generators imports them all, which takes seconds.
-    unknown = [m for m in config.method_shares() or {} if m not in list_generators()]
+    named = list(config.method_shares() or {}) + [m for ms in (config.class_methods or {}).values() for m in ms]
+    unknown = [m for m in named if m not in list_generators()]
     if unknown:
         raise DefectsynthError(f"--methods/--mix: generator {unknown[0]!r} is unknown; use one of: "
                                f"{', '.join(list_generators())}")
@@ -189,7 +194,7 @@ def _missing_message(ws: Workspace, split: Split, config: RebalanceConfig, short
                       for key, (n, have) in short.items())
     tail = (f" --seed {config.seed}" if config.seed else "") + f" --data {ws.data} --work {ws.root}"
     counts = {n for n, _have in short.values()}
-    if config.method_shares() is None and len(short) == len(split.defect_classes) and len(counts) == 1:
+    if config.method_shares() is None and not config.class_methods and len(short) == len(split.defect_classes) and len(counts) == 1:
         commands = f"defectsynth generate --class all --n {counts.pop()}{tail}"  # each class's default method
     else:
         commands = " && ".join(f"defectsynth generate --class {key.split('/')[0]} --n {n} "

@@ -195,3 +195,12 @@ class CutPaste(Generator):
         else:
             top, left = rng.uniform(0, max(1, h - ph)), rng.uniform(0, max(1, w - pw))
         return int(np.clip(round(top), 0, max(0, h - ph))), int(np.clip(round(left), 0, max(0, w - pw)))
+
+
+@register_generator("cutpaste-alpha")
+class CutPasteAlpha(CutPaste):
+    """cutpaste with a feathered alpha blend instead of Poisson, so that train-eval can measure which
+    blend helps more (recipes/transistor-generators.yaml)."""
+
+    def __init__(self, blend: str = "alpha", **kwargs):
+        super().__init__(blend=blend, **kwargs)
