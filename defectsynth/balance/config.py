@@ -18,6 +18,14 @@ LOSSES = ("ce", "class-balanced", "focal", "logit-adjust", "balanced-softmax")
 FILL_STRATEGIES = ("synthetic", "hybrid")  # the strategies that use synthetic images
 
 
+def _pairs(text: str, form: str, example: str) -> list[tuple[str, str]]:
+    """'a=1,b=2' as [('a', '1'), ('b', '2')], or a ValueError showing the expected form."""
+    pairs = [p.strip() for p in text.split(",") if p.strip()]
+    if not pairs or any(p.count("=") != 1 for p in pairs):
+        raise ValueError(f"write it as {form} pairs, e.g. {example}")
+    return [(k.strip(), v.strip()) for k, v in (p.split("=") for p in pairs)]
+
+
 class RebalanceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -58,11 +66,9 @@ class RebalanceConfig(BaseModel):
     @classmethod
     def _mix(cls, value):
         if isinstance(value, str):
-            pairs = [p.strip() for p in value.split(",") if p.strip()]
-            if not pairs or any(p.count("=") != 1 for p in pairs):
-                raise ValueError("write it as method=share pairs, e.g. cutpaste=0.5,diffusion=0.5")
+            pairs = _pairs(value, "method=share", "cutpaste=0.5,diffusion=0.5")
             try:
-                value = {k.strip(): float(v) for k, v in (p.split("=") for p in pairs)}
+                value = {k: float(v) for k, v in pairs}
             except ValueError as e:
                 raise ValueError("each share must be a number, e.g. cutpaste=0.5,diffusion=0.5") from e
             if len(value) != len(pairs):
@@ -75,12 +81,9 @@ class RebalanceConfig(BaseModel):
     @classmethod
     def _class_methods(cls, value):
         if isinstance(value, str):
-            pairs = [p.strip() for p in value.split(",") if p.strip()]
-            if not pairs or any(p.count("=") != 1 for p in pairs):
-                raise ValueError("write it as class=method pairs, e.g. misplaced=pose,damaged_case=diffusion")
-            value = {}
-            for label, method in (p.split("=") for p in pairs):
-                value.setdefault(label.strip(), []).append(method.strip())
+            pairs, value = _pairs(value, "class=method", "misplaced=pose,damaged_case=diffusion"), {}
+            for label, method in pairs:
+                value.setdefault(label, []).append(method)
         if value is not None and (not value or any(not methods or len(set(methods)) != len(methods)
                                                    for methods in value.values())):
             raise ValueError("give each class one or more distinct generators, e.g. misplaced=pose")
