@@ -8,7 +8,7 @@ reference. Held-out defects per class are few (7 on transistor: one image is 14 
 per-class figures as coarse. Diversity: mean pairwise RMS distance (0-255 scale) between crops around
 the defect masks, resized to 64 px; the "held-out" row is the same figure for the real held-out defects.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/quality.py --data /work/shared/data/mvtec_ad_512/transistor \
+    OMP_NUM_THREADS=1 .venv/bin/python bench/quality.py --data ../shared/data/mvtec_ad_512/transistor \
         --work runs/learned-real/ws --preset cpu
 """
 
@@ -92,7 +92,7 @@ def tstr(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, classes: 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path("/work/shared/data/mvtec_ad_512/transistor"))
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/mvtec_ad_512/transistor")
     ap.add_argument("--work", type=Path, default=Path("runs/learned-real/ws"))
     ap.add_argument("--methods", default="real,cutpaste,gan,diffusion")
     ap.add_argument("--preset", default="cpu", help="preset of the learned generators")

@@ -148,21 +148,17 @@ def train_eval_cmd(
                                                                      "path (default: preset)")] = None,
     size: Annotated[Optional[int], typer.Option("--size", help="Image side in pixels (default: preset).")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Training epochs (default: preset).")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda or mps.")] = "auto",
     preset: Annotated[str, typer.Option("--preset", help="default (practical on 2 CPU cores) or fast "
                                                          "(seconds; for tests).")] = "default",
 ):
     """Train a classifier per arm x split x seed, evaluate on held-out real images, write a report."""
-    from defectsynth.report import rich_table
     from defectsynth.train.run import train_eval
 
     ws = Workspace.open(data, work)
-    result = train_eval(ws, [a.strip() for a in arms.split(",") if a.strip()], splits=splits, seeds=seeds,
-                        model=model, weights=weights, size=size, epochs=epochs, device=device, preset=preset,
-                        say=say)
-    console.print(rich_table(result["summary"]))
-    say(f"Weights: {'; '.join(result['settings']['weights_notes'])}")
-    say(f"Report: {result['report_dir'] / 'report.md'} ({result['settings']['wall_s']:.0f} s)")
+    _print_result(train_eval(ws, [a.strip() for a in arms.split(",") if a.strip()], splits=splits, seeds=seeds,
+                             model=model, weights=weights, size=size, epochs=epochs, device=device, preset=preset,
+                             say=say))
 
 
 @app.command("rebalance")
@@ -290,12 +286,14 @@ def demo_cmd(
 
 
 def _print_result(result: dict | None) -> None:
+    """The end of train-eval, run and demo: the summary table, which weights, and where the report is."""
     if result is None:
         return
     from defectsynth.report import rich_table
 
     console.print(rich_table(result["summary"]))
-    say(f"Report: {result['report_dir'] / 'report.md'}")
+    say(f"Weights: {'; '.join(result['settings']['weights_notes'])}")
+    say(f"Report: {result['report_dir'] / 'report.md'} ({result['settings']['wall_s']:.0f} s)")
 
 
 if __name__ == "__main__":

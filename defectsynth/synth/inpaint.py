@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from defectsynth.data.cache import ImageCache
 from defectsynth.data.layout import GOOD
 from defectsynth.data.manifest import Row
+from defectsynth.device import pick_device
 from defectsynth.errors import DefectsynthError
 from defectsynth.io import atomic_path, read_image, read_mask, write_text
 from defectsynth.synth.base import Generator, Sample
@@ -38,18 +39,6 @@ from defectsynth.synth.inpaint_data import CropData, crop_box, cut, paste_back, 
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise DefectsynthError("--device cuda: no CUDA GPU is visible; use --device auto or cpu")
-    return torch.device(device)
 
 
 def describe_identity(identity: dict | None) -> str:

@@ -28,12 +28,11 @@ from torch.utils.data import DataLoader, RandomSampler
 from defectsynth.balance import RebalanceConfig, make_loss, make_sampler
 from defectsynth.data.cache import ImageCache
 from defectsynth.data.manifest import Row
+from defectsynth.device import pick_device
 from defectsynth.errors import DefectsynthError
 from defectsynth.io import write_bytes, write_text
 from defectsynth.train.data import Augment, ImageSet, image_channels, normalize, to_unit
 from defectsynth.train.models import create_classifier
-
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
@@ -63,18 +62,10 @@ class TrainResult:
     history: list[dict]
 
 
-def use_cuda(device: str) -> bool:
-    if device not in DEVICES:
-        raise DefectsynthError(f"--device {device!r} is unknown; use one of: {', '.join(DEVICES)}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise DefectsynthError("--device cuda: no CUDA GPU is visible to torch; use --device auto or cpu")
-    return device != "cpu" and torch.cuda.is_available()
-
-
 def make_accelerator(device: str) -> Accelerator:
-    cuda = use_cuda(device)
-    precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
-    return Accelerator(cpu=not cuda, mixed_precision=precision)
+    kind = pick_device(device).type
+    precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if kind == "cuda" else "no"
+    return Accelerator(cpu=kind == "cpu", mixed_precision=precision)
 
 
 def seed_everything(seed: int) -> None:

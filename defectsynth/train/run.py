@@ -24,11 +24,12 @@ from defectsynth.data.cache import ImageCache
 from defectsynth.data.guard import check_no_leakage
 from defectsynth.data.manifest import Row
 from defectsynth.data.split import Split, load_split, make_split, save_split
+from defectsynth.device import pick_device
 from defectsynth.errors import DefectsynthError
 from defectsynth.report import summary_table, write_report
 from defectsynth.train.data import validation_fold, without_fold
 from defectsynth.train.evaluate import evaluate_heldout
-from defectsynth.train.loop import TrainConfig, train_classifier, use_cuda
+from defectsynth.train.loop import TrainConfig, train_classifier
 from defectsynth.train.metrics import compute_metrics
 from defectsynth.train.presets import preset as preset_settings
 from defectsynth.workspace import Workspace
@@ -104,7 +105,7 @@ def train_eval(ws: Workspace, arms: list[str] | None = None, splits: int = 1, se
         if value is not None:
             settings[key] = value
     parents = {arm: load_arm(ws, arm) for arm in arms}
-    state = PartialState(cpu=not use_cuda(device))
+    state = PartialState(cpu=pick_device(device).type == "cpu")
     cache = ImageCache(ws.cache_dir)
     name = run_name(arms, splits, seeds, settings["model"], settings["size"], settings["epochs"])
     runs, samples, notes = [], [], set()
