@@ -293,7 +293,7 @@ def _print_result(result: dict | None) -> None:
 
     console.print(rich_table(result["summary"]))
     say(f"Weights: {'; '.join(result['settings']['weights_notes'])}")
-    say(f"Report: {result['report_dir'] / 'report.md'} ({result['settings']['wall_s']:.0f} s)")
+    say(f"Report: {result['report_dir'] / 'report.md'} (train-eval took {result['settings']['wall_s']:.0f} s)")
 
 
 if __name__ == "__main__":
