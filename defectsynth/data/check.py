@@ -23,8 +23,9 @@ from defectsynth.data.layout import (
     missing_data_message,
     read_category,
 )
+from defectsynth.data.manifest import Row
 from defectsynth.errors import DefectsynthError
-from defectsynth.io import IMAGE_SUFFIXES, read_image, read_mask
+from defectsynth.io import IMAGE_SUFFIXES, decode_image, mask_problem, read_mask
 
 # MVTec ships these two text files inside each category folder.
 KNOWN_TOP_LEVEL = {"train", "test", "ground_truth", "license.txt", "readme.txt"}
@@ -49,6 +50,7 @@ class ClassSummary:
     test: int = 0  # images in MVTec's test/<label>
     sizes: Counter = field(default_factory=Counter)  # "WxH" -> count, readable images only
     channels: Counter = field(default_factory=Counter)  # 1 or 3 -> count
+    depths: Counter = field(default_factory=Counter)  # bits per channel in the file (8, 16, ...) -> count
     mask_areas: list[float] = field(default_factory=list)  # defect fraction of each usable mask
 
     @property
@@ -68,6 +70,10 @@ class ClassSummary:
         if len(self.channels) > 1:
             return "mixed"
         return {1: "1 (gray)", 3: "3 (RGB)"}[next(iter(self.channels))]
+
+    @property
+    def bits(self) -> str:
+        return "-" if not self.depths else ", ".join(str(b) for b in sorted(self.depths))
 
     @property
     def mean_mask_area(self) -> float | None:
@@ -123,6 +129,7 @@ def check_category(root: Path, progress: bool = True) -> CheckResult:
             if seen.size is not None:
                 summary.sizes[seen.size] += 1
                 summary.channels[seen.channels] += 1
+                summary.depths[seen.bits] += 1
             if seen.mask_area is not None:
                 summary.mask_areas.append(seen.mask_area)
 
@@ -138,6 +145,7 @@ class _Seen:
     """What decoding one image (and its mask) found; small, so the thread pool returns no pixels."""
     size: str | None = None  # "WxH"
     channels: int = 0
+    bits: int = 8
     mask_area: float | None = None
     problems: list[tuple[Path, str, str]] = field(default_factory=list)
 
@@ -145,9 +153,9 @@ class _Seen:
 def _inspect(image: RealImage) -> _Seen:
     seen = _Seen()
     try:
-        pixels = read_image(image.path)
+        pixels, seen.bits = decode_image(image.path)
     except DefectsynthError as e:
-        seen.problems.append((image.path, f"unreadable or truncated image ({e.__cause__})",
+        seen.problems.append((image.path, f"unreadable or truncated image ({e.__cause__ or e})",
                               "replace or remove the file"))
         return seen
     height, width = pixels.shape[:2]
@@ -164,15 +172,28 @@ def _inspect(image: RealImage) -> _Seen:
         seen.problems.append((image.mask, f"unreadable or truncated mask ({e.__cause__})",
                               "replace the mask or remove it and its image"))
         return seen
-    if mask.shape != (height, width):
-        seen.problems.append((image.mask, f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is {seen.size}",
-                              "resize the mask to its image (nearest neighbour) or re-export it"))
-    elif not mask.any():
-        seen.problems.append((image.mask, "empty mask (no white defect pixels)",
-                              "draw the defect in white, or move the image to test/good and delete the mask"))
+    problem = mask_problem(mask, pixels.shape)
+    if problem is not None:
+        seen.problems.append((image.mask, *problem))
     else:
         seen.mask_area = float(mask.mean())
     return seen
+
+
+def require_usable_defects(rows: list[Row]) -> None:
+    """Refuse, in `data check`'s words, a real defect whose image or mask a generator cannot use (a mask of
+    another size would put the defect in the wrong place; an empty one has no defect to cut).
+    Refusing rather than skipping keeps the number of shots the split promises."""
+    for row in rows:
+        if row.source == "real" and row.label != GOOD:
+            image = RealImage(Path(row.path), row.label, "test", Path(row.mask) if row.mask else None)
+            if image.mask is None:
+                raise DefectsynthError(f"{row.path}: defect image without a mask in the split; re-run "
+                                       "'defectsynth split'")
+            problems = _inspect(image).problems
+            if problems:
+                path, what, fix = problems[0]
+                raise DefectsynthError(f"{path}: {what} — {fix} (see 'defectsynth data check')")
 
 
 def _refuse_parent_folder(root: Path) -> None:
@@ -251,11 +272,13 @@ def check_table(result: CheckResult) -> Table:
     caption = (f"imbalance ratio = train/good images ÷ images of the rarest defect type = "
                f"{ratio:.1f} : 1" if ratio is not None else "imbalance ratio: n/a (no defect images)")
     caption += ("\ntrain/test are MVTec's folders; 'defectsynth split' decides which defects train. "
-                "Mask area: mean defect fraction of the image.")
+                "Mask area: mean defect fraction of the image. Bits: per channel, in the files.")
+    if any(bits > 8 for c in result.classes for bits in c.depths):
+        caption += "\n16-bit images found: they are read scaled to 8 bits (not clipped)."
     table = Table(title=f"{result.root}", caption=caption, caption_justify="left")
-    for name in ("class", "train", "test", "size", "channels", "mean mask area"):
+    for name in ("class", "train", "test", "size", "channels", "bits", "mean mask area"):
         table.add_column(name, justify="right" if name in ("train", "test", "mean mask area") else "left")
     for c in result.classes:
         area = "-" if c.mean_mask_area is None else f"{100 * c.mean_mask_area:.2f} %"
-        table.add_row(c.label, str(c.train), str(c.test), c.size, c.channel, area)
+        table.add_row(c.label, str(c.train), str(c.test), c.size, c.channel, c.bits, area)
     return table

@@ -8,18 +8,26 @@ blocks of BLOCK images (one rng per block) so a GPU sees whole batches.
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
+import signal
+import sys
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from defectsynth.data.check import require_usable_defects
 from defectsynth.data.guard import check_no_leakage, train_rows
+from defectsynth.data.layout import defect_types
 from defectsynth.data.manifest import Row, read_manifest, write_manifest
 from defectsynth.data.split import Split
 from defectsynth.errors import DefectsynthError
-from defectsynth.io import write_png
+from defectsynth.io import remove_stale_temps, write_png
 from defectsynth.synth.base import Generator
 from defectsynth.synth.preview import PREVIEW, write_preview
 from defectsynth.synth.registry import create_generator
@@ -46,12 +54,21 @@ def mask_of(path: Path) -> Path:
     return path.with_name(f"{path.stem}_mask.png")
 
 
-def _check_request(split: Split, label: str, n: int) -> None:
-    if label not in split.defect_classes:
-        raise DefectsynthError(f"--class {label!r} is not a defect class of {split.data_root}; use one of: "
-                               f"{', '.join(split.defect_classes)} (or all)")
+def check_options(ws: Workspace, label: str, n: int) -> None:
+    """--class (a defect class or all) and --n, checked before a command writes anything, split.json included."""
+    _check_class_and_n(label, n, defect_types(ws.data), ws.data, allow_all=True)
+
+
+def _check_class_and_n(label: str, n: int, classes: list[str], root: Path, allow_all: bool = False) -> None:
+    if label not in classes and not (allow_all and label == "all"):
+        raise DefectsynthError(f"--class {label!r} is not a defect class of {root}; use one of: "
+                               f"{', '.join(classes)} (or all)")
     if n <= 0:
         raise DefectsynthError(f"--n {n}: ask for 1 or more images")
+
+
+def _check_request(split: Split, label: str, n: int) -> None:
+    _check_class_and_n(label, n, split.defect_classes, split.data_root)
     if not split.train_defects(label):
         raise DefectsynthError(f"{label} has no train-split real defects in the split; re-run 'defectsynth split' "
                                "with --shots 1 or more")
@@ -74,6 +91,43 @@ _GEN: Generator | None = None
 def _init_worker(gen: Generator) -> None:
     global _GEN
     _GEN = gen
+
+
+def _init_pool_worker(gen: Generator, parent: int) -> None:
+    _die_with_parent(parent)
+    _init_worker(gen)
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this worker when the command that started it ends, even by SIGKILL or SIGTERM: otherwise it
+    waits forever on its job queue, holding its memory. Linux: the kernel signals it (PR_SET_PDEATHSIG);
+    elsewhere a thread watches the parent."""
+    ppid = os.getppid()
+    try:
+        if not sys.platform.startswith("linux"):
+            raise OSError("no prctl")
+        if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL) != 0:  # 1 = PR_SET_PDEATHSIG
+            raise OSError(ctypes.get_errno(), "prctl failed")
+    except (OSError, AttributeError):
+        threading.Thread(target=_watch_parent, args=(ppid,), daemon=True).start()
+    if os.getppid() != ppid or not _alive(parent):  # the parent died before the watch began
+        os._exit(1)
+
+
+def _watch_parent(ppid: int) -> None:
+    while os.getppid() == ppid:
+        time.sleep(1)
+    os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def _make_block(job: tuple) -> list[Row]:
@@ -111,6 +165,8 @@ def generate(ws: Workspace, split: Split, label: str, n: int, method: str | None
     """Make sure images 0..n-1 of (label, method, seed) exist and are in synthetic.csv; return their rows."""
     _check_request(split, label, n)
     method = method or default_method(label)
+    for folder in (ws.synthetic_dir(label, method), ws.synthetic_csv.parent):
+        remove_stale_temps(folder)  # left by a killed run; never a finished file
     paths = [image_path(ws, label, method, seed, i) for i in range(n)]
     # rows made from another split's train images are stale: remade rather than reused
     allowed = {r.path for r in split.real_rows("train")}
@@ -118,6 +174,7 @@ def generate(ws: Workspace, split: Split, label: str, n: int, method: str | None
              if r.method == method and r.label == label and set(r.parent_paths) <= allowed}
     missing = [i for i, p in enumerate(paths) if not (str(p) in known and p.is_file() and mask_of(p).is_file())]
     if missing:
+        require_usable_defects(split.train_defects(label))
         gen = _fit(ws, split, method, progress, say)
         size = BLOCK if gen.trainable else 1
         blocks: dict[int, list[int]] = {}
@@ -130,7 +187,8 @@ def generate(ws: Workspace, split: Split, label: str, n: int, method: str | None
             task = bar.add_task("generate", total=len(missing))
             try:
                 if workers > 1 and not gen.trainable:
-                    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(gen,)) as pool:
+                    with ProcessPoolExecutor(workers, initializer=_init_pool_worker,
+                                             initargs=(gen, os.getpid())) as pool:
                         for rows in pool.map(_make_block, jobs, chunksize=4):
                             new += rows
                             bar.advance(task, len(rows))
