@@ -7,6 +7,10 @@ and held-out defects). The "real" row trains on the few real train defects, repe
 reference. Held-out defects per class are few (7 on transistor: one image is 14 points), so read the
 per-class figures as coarse. Diversity: mean pairwise RMS distance (0-255 scale) between crops around
 the defect masks, resized to 64 px; the "held-out" row is the same figure for the real held-out defects.
+Placement: the share of each synthetic defect mask that lies on the part of the good image it was made on
+(mask ∩ part / mask area; the part found as in defectsynth/synth/partpose.py, grown by 2% of the image
+side, since masks are drawn a little generously); per class, the share of masks at least 0.9 on the part
+and the mean. A texture has no part: every mask is on it. `--placement-only` skips the TSTR training.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/quality.py --data ../shared/data/mvtec_ad_512/transistor \
         --work runs/learned-real/ws --preset cpu
@@ -30,6 +34,7 @@ from defectsynth.errors import DefectsynthError
 from defectsynth.io import read_image, read_mask
 from defectsynth.synth.fitting import load_or_fit
 from defectsynth.synth.inpaint_data import crop_box
+from defectsynth.synth.partpose import PartPoses
 from defectsynth.synth.registry import create_generator
 from defectsynth.train.metrics import compute_metrics
 from defectsynth.workspace import Workspace
@@ -50,6 +55,24 @@ def diversity(crops: list[np.ndarray]) -> float:
     d2 = np.maximum(sq[:, None] + sq[None] - 2 * x @ x.T, 0) / x.shape[1]
     iu = np.triu_indices(len(crops), 1)
     return float(np.sqrt(d2[iu]).mean())
+
+
+ON_PART = 0.9  # a mask counts as on the part when at least this share of its area is
+PART_MARGIN = 0.02  # share of the image side the part is grown by
+
+
+def on_part(poses: PartPoses, mask: np.ndarray, good_path: str) -> float:
+    """Share of `mask` on the part of the good image `good_path`."""
+    part = poses.foreground(read_image(Path(good_path))).astype(np.uint8)
+    r = max(1, round(PART_MARGIN * min(mask.shape)))
+    part = cv2.dilate(part, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))) > 0
+    return float((mask & part).sum() / max(1, mask.sum()))
+
+
+def good_parent(sample, goods: set[str]) -> str:
+    if sample.params.get("good"):
+        return sample.params["good"]
+    return [p for p in sample.parents if p in goods][-1]
 
 
 def small(image: np.ndarray, size: int) -> np.ndarray:
@@ -101,6 +124,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128, help="classifier image side")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--seeds", type=int, default=2, help="classifier seeds (averaged)")
+    ap.add_argument("--placement-only", action="store_true", help="only the placement check (no TSTR training)")
     args = ap.parse_args()
 
     ws = Workspace.open(args.data, args.work)
@@ -114,6 +138,9 @@ def main() -> None:
     test_x = np.stack([small(cache.image(r.path, args.size), args.size) for r in test])
     heldout_div = {c: diversity([defect_crop(read_image(Path(r.path)), read_mask(Path(r.mask)))
                                  for r in test if r.label == c]) for c in defects}
+    poses = PartPoses.from_paths(goods)
+    print(f"part: {poses.describe()}", flush=True)
+    placements: dict[str, dict[str, list[float]]] = {}
 
     results = {}
     for method in args.methods.split(","):
@@ -144,8 +171,12 @@ def main() -> None:
                 t = time.perf_counter()
                 samples = list(gen.sample(c, args.n, np.random.default_rng([0, k])))
                 sample_s[c] = time.perf_counter() - t
+                placements.setdefault(method, {})[c] = [on_part(poses, s.mask, good_parent(s, set(goods)))
+                                                        for s in samples]
                 images[c] = [small(s.image, args.size) for s in samples]
                 crops[c] = [defect_crop(s.image, s.mask) for s in samples]
+        if args.placement_only:
+            continue
         train_x = np.concatenate([good_x, *[np.stack(images[c]) for c in defects]])
         train_y = np.array([0] * len(good_x) + [classes.index(c) for c in defects for _ in images[c]])
         recalls, type_acc = {c: [] for c in defects}, []
@@ -165,6 +196,16 @@ def main() -> None:
               + ", ".join(f"{c} {v:.1f}" for c, v in sample_s.items())
               + f"; {time.perf_counter() - start:.0f} s in all", flush=True)
 
+    print(f"\nPlacement: share of synthetic masks at least {ON_PART} on the part (grown by {PART_MARGIN:.0%} of the "
+          f"side) / mean share on the part; {poses.describe()}")
+    print(f"| method | {' | '.join(defects)} | all |")
+    print("|---" * (len(defects) + 2) + "|")
+    for method, per_class in placements.items():
+        cells = [f"{100 * np.mean(np.array(v) >= ON_PART):.0f}% / {np.mean(v):.2f}" for v in per_class.values()]
+        everything = np.concatenate([np.array(v) for v in per_class.values()])
+        print(f"| {method} | " + " | ".join(cells) + f" | {100 * np.mean(everything >= ON_PART):.1f}% |")
+    if args.placement_only:
+        return
     n_test = {c: sum(r.label == c for r in test) for c in defects}
     print(f"\nTSTR per-class recall (%) on held-out real defects (n = {n_test}), mean of {args.seeds} classifier "
           f"seeds; diversity (RMS, 0-255) of defect crops; sample time for {args.n} images")

@@ -121,13 +121,18 @@ def data_demo_cmd(
     root: Annotated[Path, typer.Option("--root", help="Folder to write the demo category to.")] = Path("data/demo"),
     size: Annotated[int, typer.Option("--size", help="Image side in pixels.")] = 1024,
     seed: SeedOpt = 0,
+    kind: Annotated[str, typer.Option("--kind", help="transistor (a fixed part on a board, RGB), rotated (a "
+                                                     "grayscale screw at any angle) or texture (a fabric, "
+                                                     "defects anywhere).")] = "transistor",
 ):
-    """Make a procedural transistor-like stand-in for MVTec AD, in its layout, class names and counts."""
-    from defectsynth.data.demo import DEFECTS, make_demo
+    """Make a procedural stand-in for an MVTec AD category, in its layout, with masks (transistor-like by
+    default)."""
+    from defectsynth.data.demo import kind_of, make_demo
 
-    target = make_demo(root, size=size, seed=seed)
-    say(f"Wrote {target}: 213 train/good, 60 test/good, 10 each of {', '.join(DEFECTS)} with masks "
-        f"({size} x {size} px, seed {seed}). Next: defectsynth data check {target}")
+    defects, _render = kind_of(kind)
+    target = make_demo(root, size=size, seed=seed, kind=kind)
+    say(f"Wrote {target}: 213 train/good, 60 test/good, 10 each of {', '.join(defects)} with masks "
+        f"({kind}, {size} x {size} px, seed {seed}). Next: defectsynth data check {target}")
 
 
 @app.command("train-eval")
@@ -151,6 +156,9 @@ def train_eval_cmd(
     device: Annotated[str, typer.Option("--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda or mps.")] = "auto",
     preset: Annotated[str, typer.Option("--preset", help="default (practical on 2 CPU cores) or fast "
                                                          "(seconds; for tests).")] = "default",
+    augment: Annotated[str, typer.Option("--augment", help="auto (measured from the good images: any angle for "
+                                                           "a part that lies at any angle), fixed (small affine) "
+                                                           "or rotating (any angle).")] = "auto",
 ):
     """Train a classifier per arm x split x seed, evaluate on held-out real images, write a report."""
     from defectsynth.train.run import train_eval
@@ -158,7 +166,7 @@ def train_eval_cmd(
     ws = Workspace.open(data, work)
     _print_result(train_eval(ws, [a.strip() for a in arms.split(",") if a.strip()], splits=splits, seeds=seeds,
                              model=model, weights=weights, size=size, epochs=epochs, device=device, preset=preset,
-                             say=say))
+                             say=say, augment=augment))
 
 
 @app.command("rebalance")

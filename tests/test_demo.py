@@ -81,17 +81,25 @@ def test_too_small_size_is_refused(tmp_path):
 def test_cli_demo(tmp_path, monkeypatch):
     calls = []
 
-    def fake_make_demo(root, size, seed):
-        calls.append((root, size, seed))
-        return make_demo(root, size=size, seed=seed, n_train_good=1, n_test_good=1, n_per_defect=1, progress=False)
+    def fake_make_demo(root, size, seed, kind="transistor"):
+        calls.append((root, size, seed, kind))
+        return make_demo(root, size=size, seed=seed, n_train_good=1, n_test_good=1, n_per_defect=1, progress=False,
+                         kind=kind)
 
     monkeypatch.setattr("defectsynth.data.demo.make_demo", fake_make_demo)
     result = CliRunner().invoke(app, ["data", "demo", "--root", str(tmp_path / "demo"), "--size", "48",
                                       "--seed", "2"])
     assert result.exit_code == 0, result.output
-    assert calls == [(tmp_path / "demo", 48, 2)]
+    assert calls == [(tmp_path / "demo", 48, 2, "transistor")]
     assert str(tmp_path / "demo") in result.output and "213 train/good" in result.output
     assert read_image(tmp_path / "demo" / "test" / "misplaced" / "000.png").shape == (48, 48, 3)
 
     result = CliRunner().invoke(app, ["data", "demo", "--root", str(tmp_path / "bad"), "--size", "4"])
     assert result.exit_code == 2 and "--size" in result.output and "Traceback" not in result.output
+
+    result = CliRunner().invoke(app, ["data", "demo", "--root", str(tmp_path / "rot"), "--size", "48",
+                                      "--kind", "rotated"])
+    assert result.exit_code == 0 and calls[-1][3] == "rotated" and "scratch_head" in result.output
+    assert read_image(tmp_path / "rot" / "test" / "scratch_head" / "000.png").shape == (48, 48)
+    result = CliRunner().invoke(app, ["data", "demo", "--root", str(tmp_path / "x"), "--kind", "spiral"])
+    assert result.exit_code == 2 and "--kind" in result.output and not (tmp_path / "x").exists()

@@ -116,7 +116,7 @@ def test_write_report(tmp_path):
     write_png(folder / "001.png", np.full((30, 30), 128, np.uint8))  # grayscale, no mask
     samples = [str(folder / "000.png"), str(folder / "001.png"), str(folder / "missing.png")]
     settings = {"device": "cpu", "model": "resnet18", "weights": "none", "protocol": "first", "shots": 3,
-                "wall_s": 12.0, "data": str(tmp_path), "weights_notes": ["from scratch (--weights none)"]}
+                "wall_s": 12.0, "data": str(tmp_path / "transistor"), "weights_notes": ["from scratch (--weights none)"]}
     runs = _runs()
 
     report = write_report(tmp_path / "report", runs, settings, samples)
@@ -127,6 +127,10 @@ def test_write_report(tmp_path):
     assert "**balanced** vs original" in text and "the gain is distinguishable from noise" in text
     assert "**noisy** vs original" in text and "not distinguishable from noise" in text
     assert "60.71" in text and "52.38" in text and "41.67" in text and "first-3 split" in text
+    # the class counts come from the runs (3 classes here), and the published table only for transistor
+    assert "3-way balanced accuracy" in text and "Defect-type acc. (2-way)" in text and "5-way" not in text
+    other = write_report(tmp_path / "screw", runs, {**settings, "data": str(tmp_path / "screw")}, []).read_text()
+    assert "60.71" not in other and "Beside the published" not in other
     assert "from scratch" in text and "Wall time" in text
     for name in ("recall_per_class.png", "synthetic_samples.png"):
         assert (tmp_path / "report" / "figures" / name).stat().st_size > 1000
@@ -147,11 +151,11 @@ def test_summary_table_and_pooled_report():
     rows = summary_table(runs)
     assert [r["Arm"] for r in rows] == ["original", "balanced", "noisy"]
     assert rows[0]["Δ bal. acc. vs original [95% CI]"] == "baseline"
-    assert rows[1]["Balanced acc. (5-way)"].count("±") == 1 and rows[1]["Runs"] == "3"
+    assert rows[1]["Balanced acc. (3-way)"].count("±") == 1 and rows[1]["Runs"] == "3"
     console = Console(record=True, width=80)  # a plain terminal: every figure must print whole
     console.print(rich_table(rows[:2]))
     text = console.export_text()
-    assert rows[1]["Δ bal. acc. vs original [95% CI]"] in text and rows[1]["Balanced acc. (5-way)"] in text
+    assert rows[1]["Δ bal. acc. vs original [95% CI]"] in text and rows[1]["Balanced acc. (3-way)"] in text
     confusion = summed_confusion([r for r in runs if r["arm"] == "balanced"])
     assert confusion.sum() == 3 * len(Y_TRUE)
     assert "cut_lead" in pooled_imbalanced_report(confusion, CLASSES)

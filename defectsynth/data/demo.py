@@ -1,6 +1,9 @@
-"""A procedural stand-in for the MVTec AD `transistor` category, in MVTec's folder layout.
+"""Procedural stand-ins for MVTec AD categories, in MVTec's folder layout.
 
-A dark plastic case with a printed mark and three metal leads sits on a copper stripboard. Each
+`make_demo(kind=...)`: `transistor` (this file, the default), `rotated` (a grayscale screw lying at any
+angle, data/demo_rotated.py) and `texture` (a woven fabric with defects anywhere, data/demo_texture.py).
+
+The transistor: a dark plastic case with a printed mark and three metal leads sits on a copper stripboard. Each
 image has its own small pose and lighting variation; each defect type keeps MVTec's meaning and
 gets a white-on-black mask. Geometry is in fractions of the image side, so any size looks alike.
 """
@@ -17,8 +20,7 @@ from defectsynth.errors import DefectsynthError
 from defectsynth.io import encode_png, write_bytes
 
 DEFECTS = ("bent_lead", "cut_lead", "damaged_case", "misplaced")
-# The per-image seed is [seed, folder index, i], so an image does not depend on how many others are made.
-FOLDERS = (("train", "good"), ("test", "good")) + tuple(("test", d) for d in DEFECTS)
+KINDS = ("transistor", "rotated", "texture")
 
 CASE = (0.31, 0.19, 0.69, 0.60)  # x0, y0, x1, y1
 LEAD_W = 0.034
@@ -26,19 +28,35 @@ SHIFT = 4  # sub-pixel bits for cv2 drawing
 ONE = 1 << SHIFT
 
 
+def kind_of(kind: str):
+    """(defect class names, render function) of a demo kind."""
+    if kind == "transistor":
+        return DEFECTS, render
+    if kind == "rotated":
+        from defectsynth.data import demo_rotated as module
+    elif kind == "texture":
+        from defectsynth.data import demo_texture as module
+    else:
+        raise DefectsynthError(f"--kind {kind!r} is unknown; use one of: {', '.join(KINDS)}")
+    return module.DEFECTS, module.render
+
+
 def make_demo(root: Path, size: int = 1024, seed: int = 0, n_train_good: int = 213, n_test_good: int = 60,
-              n_per_defect: int = 10, progress: bool = True) -> Path:
+              n_per_defect: int = 10, progress: bool = True, kind: str = "transistor") -> Path:
     """Write the demo category under `root` and return `root`. Re-running leaves identical files untouched."""
+    defects, draw = kind_of(kind)
     if size < 32:
         raise DefectsynthError(f"--size {size} is too small to draw the part; use 32 pixels or more")
     root = Path(root)
-    counts = (n_train_good, n_test_good) + (n_per_defect,) * len(DEFECTS)
+    # The per-image seed is [seed, folder index, i], so an image does not depend on how many others are made.
+    folders = (("train", "good"), ("test", "good")) + tuple(("test", d) for d in defects)
+    counts = (n_train_good, n_test_good) + (n_per_defect,) * len(defects)
     jobs = [(k, i) for k, n in enumerate(counts) for i in range(n)]
     with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"demo data at {size} px", total=len(jobs))
+        task = bar.add_task(f"{kind} demo data at {size} px", total=len(jobs))
         for k, i in jobs:
-            split, label = FOLDERS[k]
-            image, mask = render(size, label, np.random.default_rng([seed, k, i]))
+            split, label = folders[k]
+            image, mask = draw(size, label, np.random.default_rng([seed, k, i]))
             stem = f"{i:03d}"
             _write_if_changed(root / split / label / f"{stem}.png", image)
             if mask is not None:
@@ -63,7 +81,9 @@ def render(size: int, label: str, rng: np.random.Generator) -> tuple[np.ndarray,
     if label == "bent_lead":
         k = int(rng.integers(3))
         bent = _bend(leads[k], rng)
-        defect = _polyline_mask(size, [leads[k], bent], LEAD_W * 1.6)
+        # Like MVTec's, the mask marks where the bent lead is now, not where the straight lead was.
+        straight = _polyline_mask(size, [leads[k]], LEAD_W * 1.2)
+        defect = _polyline_mask(size, [bent], LEAD_W * 1.6) & ~straight
         leads[k] = bent
     elif label == "cut_lead":
         k = int(rng.integers(3))

@@ -16,12 +16,14 @@ from defectsynth.report.table import (
     interval,
     markdown_table,
     mean_std,
+    metric_title,
     summary_table,
 )
 from defectsynth.train.metrics import pooled_imbalanced_report, summed_confusion
 from defectsynth.train.stats import by_arm, compare_arms, summarize
 
 # Transistor, 4-way defect-type accuracy (%), ResNet-34 ImageNet-pretrained, first-3 split (AnomalyDiffusion, AAAI 2024)
+PUBLISHED_ON = "transistor"  # shown only for this category: the figures mean nothing beside another one
 PUBLISHED = [("AnomalyDiffusion (AAAI 2024)", 60.71), ("DFMGAN (AAAI 2023)", 52.38), ("Crop&Paste", 41.67)]
 SETTINGS_FIRST = ["device_used", "device", "model", "weights", "weights_notes", "size", "epochs", "batch_size", "lr",
                   "preset", "wall_s", "data", "work", "protocol", "shots", "splits", "seeds", "arms", "validation"]
@@ -77,10 +79,11 @@ def comparison_section(runs: Sequence[dict], baseline: str) -> tuple[str, dict]:
         for key, title in METRICS:
             diff = paired[key].get(arm)
             if diff:
-                lines.append(f"| {arm} | {title} | {interval(diff)} | {diff['n']} | "
+                lines.append(f"| {arm} | {metric_title(title, runs)} | {interval(diff)} | {diff['n']} | "
                              f"{'yes' if diff['excludes_zero'] else 'no'} |")
     lines.append("")
-    lines += [f"- {verdict(arm, diff, baseline, '5-way balanced accuracy')}" for arm, diff in paired[PRIMARY].items()]
+    what = f"{len(runs[0]['metrics']['classes'])}-way balanced accuracy"
+    lines += [f"- {verdict(arm, diff, baseline, what)}" for arm, diff in paired[PRIMARY].items()]
     return "\n".join(lines) + "\n", paired
 
 
@@ -93,19 +96,24 @@ def per_class_section(runs: Sequence[dict], classes: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def shows_published(settings: dict) -> bool:
+    return Path(str(settings.get("data", ""))).name == PUBLISHED_ON
+
+
 def published_section(runs: Sequence[dict], settings: dict) -> str:
     model = settings.get("model", "?")
+    n = len(runs[0]["metrics"]["classes"])
     lines = ["## Beside the published figures (transistor, 4-way defect-type accuracy, %)", "",
              "| method | accuracy (%) | classifier |", "|---|---|---|"]
     lines += [f"| {name} | {acc:.2f} | ResNet-34, ImageNet-pretrained, trained on generated images |"
               for name, acc in PUBLISHED]
     for arm, arm_runs in by_arm(runs).items():
         strict = summarize([r["metrics"].get("defect_type_accuracy") for r in arm_runs])
-        lines.append(f"| defectsynth `{arm}` (5-way prediction; defect called good = wrong) | "
+        lines.append(f"| defectsynth `{arm}` ({n}-way prediction; defect called good = wrong) | "
                      f"{mean_std(strict, 100, 2)} | {model}, {len(arm_runs)} run(s) |")
         argmax = summarize([r["metrics"].get("defect_type_accuracy_4way_argmax") for r in arm_runs])
         if argmax["n"]:
-            lines.append(f"| defectsynth `{arm}` (argmax over the 4 defect types) | {mean_std(argmax, 100, 2)} | "
+            lines.append(f"| defectsynth `{arm}` (argmax over the {n - 1} defect types) | {mean_std(argmax, 100, 2)} | "
                          f"{model}, {argmax['n']} run(s) |")
     if settings.get("protocol") == "first" and settings.get("shots") == 3:
         where = ("This run uses the first-3 split, the split of the published tables, so the rows are comparable "
@@ -115,7 +123,7 @@ def published_section(runs: Sequence[dict], settings: dict) -> str:
                  f"`{settings.get('protocol', '?')}` with {settings.get('shots', '?')} shots, so they are context "
                  "here, not a comparison.")
     lines += ["", where, "", "The published classifier sees defect types only; the argmax row (when present) "
-              "measures the same thing with our 5-way classifier; the 5-way row is stricter (a defect called good "
+              f"measures the same thing with our {n}-way classifier; the {n}-way row is stricter (a defect called good "
               "counts as wrong)."]
     return "\n".join(lines) + "\n"
 
@@ -156,13 +164,15 @@ def render(runs: Sequence[dict], settings: dict, figures: dict[str, Path], out_d
     parts = [f"# defectsynth train-eval: {title}\n",
              f"{len(runs)} classifier(s): arms {', '.join(by_arm(runs)) or '-'} × splits × seeds, each evaluated "
              "on held-out real images only (no generator, rebalancing step or training run saw them). "
-             "The primary figure is the 5-way balanced accuracy (mean per-class recall).\n",
+             f"The primary figure is the {len(classes)}-way balanced accuracy (mean per-class recall: good and "
+             f"{max(0, len(classes) - 1)} defect types).\n",
              settings_section(settings, runs),
              "## Summary (mean ± std over splits × seeds)\n\n" + markdown_table(summary_table(runs, baseline)),
              comparison]
     if runs:
-        parts += [per_class_section(runs, classes), published_section(runs, settings),
-                  imbalanced_section(runs, classes)]
+        parts += [per_class_section(runs, classes)]
+        parts += [published_section(runs, settings)] if shows_published(settings) else []
+        parts += [imbalanced_section(runs, classes)]
     parts += [figures_section(figures, out_dir), runs_section(runs)]
     return "\n".join(parts), paired
 

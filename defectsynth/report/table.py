@@ -10,11 +10,12 @@ from defectsynth.train.stats import by_arm, compare_arms, summarize
 
 BASELINE = "original"
 PRIMARY = "balanced_accuracy"
-# (key in compute_metrics' output, column title); higher is better for all but the false-alarm rate
+# (key in compute_metrics' output, column title); higher is better for all but the false-alarm rate.
+# {classes} and {types} become the run's class count and defect-type count (metric_title).
 METRICS = [
-    ("balanced_accuracy", "Balanced acc. (5-way)"),
+    ("balanced_accuracy", "Balanced acc. ({classes}-way)"),
     ("macro_f1", "Macro-F1"),
-    ("defect_type_accuracy", "Defect-type acc. (4-way)"),
+    ("defect_type_accuracy", "Defect-type acc. ({types}-way)"),
     ("detection_recall", "Detection recall"),
     ("false_alarm_rate", "False alarms (good)"),
 ]
@@ -34,6 +35,12 @@ def interval(diff: dict, digits: int = 3) -> str:
     return f"{diff['mean']:+.{digits}f} [{diff['low']:+.{digits}f}, {diff['high']:+.{digits}f}]"
 
 
+def metric_title(title: str, runs: Sequence[dict]) -> str:
+    """A METRICS title with the class counts of the runs' split filled in ("5-way" on transistor)."""
+    n = len(runs[0]["metrics"]["classes"]) if runs else 0
+    return title.format(classes=n, types=max(0, n - 1))
+
+
 def summary_table(runs: Sequence[dict], baseline: str = BASELINE) -> list[dict[str, str]]:
     """One row per arm: number of runs, mean ± std of each headline metric over splits × seeds, and the
     paired difference in balanced accuracy against `baseline` with its bootstrap 95% interval."""
@@ -42,7 +49,7 @@ def summary_table(runs: Sequence[dict], baseline: str = BASELINE) -> list[dict[s
     for arm, arm_runs in by_arm(runs).items():
         row = {"Arm": arm, "Runs": str(len(arm_runs))}
         for key, title in METRICS:
-            row[title] = mean_std(summarize([r["metrics"].get(key) for r in arm_runs]))
+            row[metric_title(title, runs)] = mean_std(summarize([r["metrics"].get(key) for r in arm_runs]))
         if arm == baseline:
             row[f"Δ bal. acc. vs {baseline} [95% CI]"] = "baseline"
         else:

@@ -49,6 +49,7 @@ class TrainConfig:
     samples_per_epoch: int | None = None  # None: one pass over the training rows
     hflip: bool = False
     vflip: bool = False
+    degrees: float = 8.0  # augmentation's rotation range; 180 (any angle) for parts that lie at any angle
 
 
 @dataclass
@@ -119,7 +120,7 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
         sampler = RandomSampler(train_set, num_samples=num_samples, generator=loader_gen)
     loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler,
                         drop_last=num_samples > config.batch_size, pin_memory=cuda)
-    augment = Augment(hflip=config.hflip, vflip=config.vflip)
+    augment = Augment(degrees=config.degrees, hflip=config.hflip, vflip=config.vflip)
     aug_gen = torch.Generator().manual_seed(config.seed + 1)
 
     # model, loss, optimizer, schedule

@@ -27,6 +27,7 @@ from defectsynth.data.split import Split, load_split, make_split, save_split
 from defectsynth.device import pick_device
 from defectsynth.errors import DefectsynthError
 from defectsynth.report import summary_table, write_report
+from defectsynth.synth.partpose import training_augmentation
 from defectsynth.train.data import validation_fold, without_fold
 from defectsynth.train.evaluate import evaluate_heldout
 from defectsynth.train.loop import TrainConfig, train_classifier
@@ -93,7 +94,7 @@ def sample_paths(sets: SplitSets) -> list[str]:
 def train_eval(ws: Workspace, arms: list[str] | None = None, splits: int = 1, seeds: int = 1,
                model: str | None = None, weights: str | None = None, size: int | None = None,
                epochs: int | None = None, device: str = "auto", preset: str = "default",
-               progress: bool = True, say=print) -> dict:
+               progress: bool = True, say=print, augment: str = "auto") -> dict:
     """Train and evaluate every arm x split x seed, write the report; return {report_dir, runs, settings,
     summary (the rows of report.summary_table)}."""
     start = time.perf_counter()
@@ -104,6 +105,11 @@ def train_eval(ws: Workspace, arms: list[str] | None = None, splits: int = 1, se
     for key, value in {"model": model, "weights": weights, "size": size, "epochs": epochs}.items():
         if value is not None:
             settings[key] = value
+    # the augmentation follows the part: any angle for parts that lie at any angle (synth/partpose.py)
+    goods = [r.path for r in ws.split(say=lambda _msg: None).real_rows("train") if r.label == "good"]
+    part_pose, overrides = training_augmentation(goods, augment)
+    settings.update(overrides)
+    say(part_pose)
     parents = {arm: load_arm(ws, arm) for arm in arms}
     state = PartialState(cpu=pick_device(device).type == "cpu")
     cache = ImageCache(ws.cache_dir)
@@ -141,6 +147,7 @@ def train_eval(ws: Workspace, arms: list[str] | None = None, splits: int = 1, se
            "data": str(ws.data), "work": str(ws.root), "run": name, "weights_notes": sorted(notes),
            "samples_per_epoch": "the largest arm's training size, for every arm of a split",
            "validation": "15% of each class's real training images (at least one), never test images",
+           "part_pose": part_pose,
            "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
            "wall_s": round(time.perf_counter() - start, 1)}
     report_dir = ws.report_dir(name)

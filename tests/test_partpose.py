@@ -1,0 +1,96 @@
+"""Any part, any pose: the rotated and texture demos, pose measurement, and the per-category decision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from defectsynth.data import demo_rotated
+from defectsynth.data.demo import kind_of, make_demo
+from defectsynth.errors import DefectsynthError
+from defectsynth.io import read_image, read_mask
+from defectsynth.synth.partpose import PartPoses, Pose, training_augmentation, transfer_matrix
+
+SMALL = dict(size=128, n_train_good=12, n_test_good=2, n_per_defect=3, progress=False)
+
+
+def pngs(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.png"))}
+
+
+@pytest.fixture(scope="module")
+def rotated_root(tmp_path_factory) -> Path:
+    return make_demo(tmp_path_factory.mktemp("rot") / "screw", seed=0, kind="rotated", **SMALL)
+
+
+def goods(root: Path) -> list[str]:
+    return [str(p) for p in sorted((root / "train" / "good").glob("*.png"))]
+
+
+def test_rotated_demo_layout_grayscale_masks_and_determinism(rotated_root, tmp_path):
+    defects, _render = kind_of("rotated")
+    assert sorted(p.name for p in (rotated_root / "test").iterdir()) == sorted(["good", *defects])
+    assert sorted(p.name for p in (rotated_root / "ground_truth").iterdir()) == sorted(defects)
+    assert len(goods(rotated_root)) == 12
+    poses = PartPoses.from_paths(goods(rotated_root))
+    for label in defects:
+        for path in sorted((rotated_root / "test" / label).glob("*.png")):
+            image = read_image(path)
+            mask = read_mask(rotated_root / "ground_truth" / label / f"{path.stem}_mask.png")
+            assert image.shape == (128, 128) and mask.shape == image.shape and 0.001 < mask.mean() < 0.2
+            # each defect belongs to the part: nearly all of its mask is on the screw's outline (a bite out of
+            # the thread or a bent front is partly where metal was)
+            hull = cv2.fillConvexPoly(np.zeros(mask.shape, np.uint8), cv2.convexHull(
+                cv2.findNonZero(poses.foreground(image).astype(np.uint8))), 1) > 0
+            on = (mask & hull).sum() / mask.sum()
+            assert on > (0.5 if label == "manipulated_front" else 0.8), (label, path.name, on)
+    again = make_demo(tmp_path / "again", seed=0, kind="rotated", **SMALL)
+    other = make_demo(tmp_path / "other", seed=1, kind="rotated", **SMALL)
+    assert pngs(again) == pngs(rotated_root)
+    assert pngs(other).keys() == pngs(again).keys() and pngs(other) != pngs(again)
+
+
+def test_pose_recovers_known_angles_and_maps_points_onto_the_same_place():
+    images, truth = [], []
+    for i in range(16):
+        image, _mask, pose = demo_rotated.render_posed(128, "good", np.random.default_rng([7, 0, i]))
+        images.append(image)
+        truth.append(Pose(pose[1], pose[2], pose[0], False))
+    poses = PartPoses(images[:12])
+    assert poses.kind == "rotating" and poses.angle_spread > 60
+    measured = [poses.pose(f"im{i}", im) for i, im in enumerate(images)]  # 4 of them not in the template
+    offset = measured[0].angle - truth[0].angle
+    for m, t in zip(measured, truth, strict=True):
+        assert abs((m.angle - t.angle - offset + 180) % 360 - 180) < 3, (m, t)
+    head, tip = np.array([-0.24 * 128, 0, 1]), np.array([0.22 * 128, 0.03 * 128, 1])
+    for i in range(1, 16):
+        m = transfer_matrix(measured[0], measured[i])
+        for u in (head, tip):
+            expected = (truth[i].matrix() @ u)[:2]
+            assert np.linalg.norm(m @ (truth[0].matrix() @ u) - expected) < 0.02 * 128
+    assert poses.pose("im3", images[3]) is poses.pose("im3", images[3])  # cached by path
+
+
+@pytest.mark.parametrize("kind, expected", [("transistor", "fixed"), ("rotated", "rotating"), ("texture", "texture")])
+def test_category_kind_is_measured_from_the_good_images(tmp_path, kind, expected):
+    root = make_demo(tmp_path / kind, seed=0, kind=kind, **SMALL)
+    poses = PartPoses.from_paths(goods(root))
+    assert poses.kind == expected, poses.describe()
+    assert expected in poses.describe() and poses.params()["pose_kind"] == expected
+    if expected == "texture":
+        image = read_image(goods(root)[0])
+        assert poses.foreground(image).all() and not poses.pose("x", image).found
+
+
+def test_training_augmentation_follows_the_part(rotated_root, demo_root):
+    line, overrides = training_augmentation(goods(rotated_root))
+    assert overrides["degrees"] == 180 and "rotating" in line and "any angle" in line
+    line, overrides = training_augmentation(goods(demo_root))
+    assert overrides == {} and "fixed" in line and "small affine" in line
+    assert training_augmentation([], "rotating")[1] == {"degrees": 180.0}
+    assert training_augmentation(goods(rotated_root), "fixed")[1] == {}
+    with pytest.raises(DefectsynthError, match="--augment"):
+        training_augmentation([], "sideways")
