@@ -32,6 +32,15 @@ class Generator:
     def sample(self, label: str, n: int, rng: np.random.Generator) -> Iterator[Sample]:
         raise NotImplementedError
 
+    def source_regions(self, label: str) -> dict[str, np.ndarray]:
+        """What is taken from each real source defect of `label` (path -> bool mask), for the preview;
+        empty when the generator takes nothing region-shaped from its sources."""
+        return {}
+
+    def notes(self, label: str) -> list[str]:
+        """Lines the user should read once about how `label` is made (a fallback, say)."""
+        return []
+
     def save(self, folder: Path) -> None:
         """Write trained state (safetensors + config) to `folder`; no-op for generators without state."""
 

@@ -1,13 +1,22 @@
-"""Mask-guided cut-paste: a train-split real defect, cut out through its (slightly dilated) mask, moved
-onto a good training image.
+"""Mask-guided cut-paste: a train-split real defect, cut out through its change region, moved onto a
+good training image.
+
+A mask marks the defect, not everything that changed: MVTec's bent_lead mask covers where the bent
+lead is now, not where the straight one was. So by default (`region: change`) the region cut from the
+source is its annotated mask united with where it differs from the closest registered good images
+(synth/change.py), and, once placed, also where the good image under it shows structure the source does
+not have near the defect (the good part's own straight lead, say), so that structure does not survive
+beside the pasted defect. `region: mask` is the mask alone, the earlier behaviour. Where registration is
+unreliable (a texture, a part that moves from image to image) the change region falls back to the mask.
+The output mask is the annotated defect (`mask_out: annotated`, MVTec's convention, which the held-out
+masks follow) or everything pasted (`mask_out: change`).
 
 Image and masks go through ONE albumentations Compose (small rotation and scale, optional flips,
 elastic, brightness/contrast), so they stay registered. Placement `aligned` puts the region where it
 was on the part (the part's shift between the two images is measured, plus jitter): right for aligned
 products such as the transistor. `object` puts it anywhere on the part, `anywhere` anywhere in the image.
-Blending is Poisson (cv2.seamlessClone) or a feathered alpha. Poisson is the default because on the
-transistor previews it hides the seam where the pasted board does not line up; it was picked by eye,
-not yet by a downstream comparison of the two.
+Blending is Poisson (cv2.seamlessClone) or a feathered alpha; recipes/transistor-generators.yaml
+measures the two downstream.
 """
 
 from __future__ import annotations
@@ -24,11 +33,15 @@ from defectsynth.data.manifest import Row
 from defectsynth.errors import DefectsynthError
 from defectsynth.io import read_image, read_mask
 from defectsynth.synth.base import Generator, Sample
-from defectsynth.synth.part import PartModel
+from defectsynth.synth.change import THRESHOLD, Change, ChangeFinder
+from defectsynth.synth.part import PartModel, _lab
 from defectsynth.synth.registry import register_generator
 
 PLACEMENTS = ("aligned", "object", "anywhere")
 BLENDS = ("poisson", "alpha")
+REGIONS = ("change", "mask")
+MASKS_OUT = ("annotated", "change")
+REACH = 0.06  # how far (share of the image side) from the defect the good image may be overwritten
 
 
 @lru_cache(maxsize=64)
@@ -83,23 +96,53 @@ def alpha_blend(target: np.ndarray, patch: np.ndarray, region: np.ndarray, top: 
     return out
 
 
+def _overwritten(window: np.ndarray, patch: np.ndarray, region: np.ndarray, side: int) -> np.ndarray:
+    """Where, near the pasted defect, the good image under the patch shows what the source does not (each
+    a pixel or two either way): the good part's own structure that the defect moved or removed."""
+    tolerance = max(1, round(side / 128))
+    a, b = _lab(_as_channels(patch, window)), _lab(window)
+    h, w = region.shape
+    diff = np.full((h, w), np.inf, np.float32)
+    for dy in range(-tolerance, tolerance + 1):
+        for dx in range(-tolerance, tolerance + 1):
+            m = np.float32([[1, 0, dx], [0, 1, dy]])
+            moved = cv2.warpAffine(b, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
+            d = a - moved
+            diff = np.minimum(diff, np.sqrt(np.einsum("...k,...k->...", d, d)))
+    changed = cv2.morphologyEx((diff > THRESHOLD).astype(np.uint8), cv2.MORPH_OPEN, _disk(tolerance))
+    _, labels = cv2.connectedComponents(changed)
+    touch = cv2.dilate(region.astype(np.uint8), _disk(2 * tolerance)) > 0
+    hit = np.unique(labels[touch & (changed > 0)])
+    near = cv2.dilate(region.astype(np.uint8), _disk(REACH * side)) > 0
+    return np.isin(labels, hit[hit > 0]) & near
+
+
 @register_generator("cutpaste")
 class CutPaste(Generator):
     def __init__(self, placement: str = "aligned", blend: str = "poisson", hflip: float = 0.0, vflip: float = 0.0,
                  rotate: float = 8.0, scale: float = 0.1, elastic: float = 0.3, brightness: float = 0.1,
-                 jitter: float = 0.02, dilate: float = 1 / 100, feather: float = 1 / 200, **_ignored):
+                 jitter: float = 0.02, dilate: float = 1 / 100, feather: float = 1 / 200, region: str = "change",
+                 mask_out: str = "annotated", **_ignored):
+        if region not in REGIONS:
+            raise DefectsynthError(f"cutpaste region {region!r} is unknown; use one of: {', '.join(REGIONS)}")
+        if mask_out not in MASKS_OUT:
+            raise DefectsynthError(f"cutpaste mask_out {mask_out!r} is unknown; use one of: {', '.join(MASKS_OUT)}")
         if placement not in PLACEMENTS:
             raise DefectsynthError(f"cutpaste placement {placement!r} is unknown; use one of: {', '.join(PLACEMENTS)}")
         if blend not in BLENDS:
             raise DefectsynthError(f"cutpaste blend {blend!r} is unknown; use one of: {', '.join(BLENDS)}")
         # flips default to off: a transistor's leads point down and its case is not mirror-symmetric
         self.config = dict(placement=placement, blend=blend, hflip=hflip, vflip=vflip, rotate=rotate, scale=scale,
-                           elastic=elastic, brightness=brightness, jitter=jitter, dilate=dilate, feather=feather)
+                           elastic=elastic, brightness=brightness, jitter=jitter, dilate=dilate, feather=feather,
+                           region=region, mask_out=mask_out)
         self.goods: list[str] = []
         self.defects: dict[str, list[tuple[str, str]]] = {}
         self.part: PartModel | None = None
         self._transforms: dict[tuple[int, int], A.Compose] = {}  # per crop size; built on first use
         self._offsets: dict[str, tuple[int, int]] = {}  # the part's shift in each image, by path
+        self._finder: ChangeFinder | None = None  # built on first use: it decodes the good images
+        self._changes: dict[tuple[str, tuple[int, ...]], Change] = {}  # by (source path, shape)
+        self._plain: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}  # where a source shows plain background
 
     def fit(self, rows: list[Row]) -> None:
         self.goods = [r.path for r in rows if r.label == GOOD]
@@ -111,7 +154,7 @@ class CutPaste(Generator):
             raise DefectsynthError("cutpaste needs good training images (train/good is empty)")
         self.part = PartModel.from_paths(self.goods)
 
-    def _augment(self, crop: np.ndarray, region: np.ndarray, mask: np.ndarray, seed: int):
+    def _augment(self, crop: np.ndarray, masks: list[np.ndarray], seed: int):
         transform = self._transforms.get(crop.shape[:2])
         if transform is None:
             c = self.config
@@ -126,8 +169,39 @@ class CutPaste(Generator):
             ])
             self._transforms[crop.shape[:2]] = transform
         transform.set_random_seed(seed)  # re-seeded per image: the same image whatever ran before it
-        out = transform(image=crop, masks=[region.astype(np.uint8), mask.astype(np.uint8)])
-        return out["image"], out["masks"][0] > 0, out["masks"][1] > 0
+        out = transform(image=crop, masks=[m.astype(np.uint8) for m in masks])
+        return out["image"], [m > 0 for m in out["masks"]]
+
+    def _change(self, path: str, image: np.ndarray, mask: np.ndarray) -> Change:
+        key = (path, image.shape)
+        if key not in self._changes:
+            if self._finder is None:
+                self._finder = ChangeFinder(self.goods, self.part)
+            self._changes[key] = self._finder.find(image, mask)
+        return self._changes[key]
+
+    def _plain_background(self, path: str, image: np.ndarray) -> np.ndarray:
+        key = (path, image.shape)
+        if key not in self._plain:
+            self._plain[key] = self.part.background_like(image)
+        return self._plain[key]
+
+    def source_regions(self, label: str) -> dict[str, np.ndarray]:
+        if self.config["region"] != "change":
+            return {}
+        return {path: self._change(path, *_defect(path, mask_path)).region
+                for path, mask_path in self.defects.get(label, [])}
+
+    def notes(self, label: str) -> list[str]:
+        if self.config["region"] != "change":
+            return []
+        unreliable = [path for path, mask_path in self.defects.get(label, [])
+                      if not self._change(path, *_defect(path, mask_path)).reliable]
+        if not unreliable:
+            return []
+        return [f"cutpaste {label}: {len(unreliable)} of {len(self.defects[label])} source defects could not be "
+                "registered to a good image (a texture, or a part not at the same place and angle), so only "
+                "their masks are pasted"]
 
     def _offset(self, path: str, image: np.ndarray) -> tuple[int, int]:
         if path not in self._offsets:
@@ -153,28 +227,51 @@ class CutPaste(Generator):
             h, w = good.shape[:2]
             side = min(h, w)
             grow = max(1, round(c["dilate"] * side))
-            region = cv2.dilate(mask.astype(np.uint8), _disk(grow)) > 0
-            # the crop leaves room around the region, so rotation and scale do not cut it off
+            change = self._change(src_path, source, mask) if c["region"] == "change" else None
+            reliable = change is not None and change.reliable
+            cut = change.region if change is not None else mask
+            region = cv2.dilate(cut.astype(np.uint8), _disk(grow)) > 0
+            # the crop leaves room around the region, so rotation and scale do not cut it off, and, for
+            # change regions, so the good part's own structure next to the defect can be overwritten
             ys, xs = np.nonzero(region)
             pad = max(2, int(0.2 * max(np.ptp(ys), np.ptp(xs))))
+            if reliable:
+                pad = max(pad, round(REACH * side))
             y0, y1 = max(0, ys.min() - pad), min(h, ys.max() + 1 + pad)
             x0, x1 = max(0, xs.min() - pad), min(w, xs.max() + 1 + pad)
-            patch, region_t, mask_t = self._augment(source[y0:y1, x0:x1], region[y0:y1, x0:x1],
-                                                    mask[y0:y1, x0:x1], int(rng.integers(2**31)))
+            crop = (slice(y0, y1), slice(x0, x1))
+            plain = self._plain_background(src_path, source) if reliable else np.zeros_like(mask)
+            patch, (region_t, mask_t, plain_t) = self._augment(source[crop], [region[crop], mask[crop], plain[crop]],
+                                                               int(rng.integers(2**31)))
             if not mask_t.any():  # augmentation pushed the defect out of its crop: keep it untransformed
-                patch, region_t, mask_t = source[y0:y1, x0:x1], region[y0:y1, x0:x1], mask[y0:y1, x0:x1]
+                patch, region_t, mask_t, plain_t = source[crop], region[crop], mask[crop], plain[crop]
             ph, pw = region_t.shape
             top, left = self._place(c["placement"], (src_path, source), (good_path, good), (y0, x0), (ph, pw),
                                     rng)
+            base, pasted = good, region_t
+            if reliable:
+                # the good part's own structure next to the defect, where the source shows bare background
+                # (its straight lead, where the source's lead was bent away), is rebuilt as background
+                clear = _overwritten(good[top:top + ph, left:left + pw], patch, region_t, side) & plain_t
+                if clear.any():
+                    full = np.zeros((h, w), np.uint8)
+                    full[top:top + ph, left:left + pw] = clear
+                    # copied from the good image's own bare background, never from its part
+                    base = self.part.fill(good, cv2.dilate(full, _disk(side / 128)) > 0,
+                                          free=self.part.background_like(good))
+                    pasted = region_t | clear
             if c["blend"] == "poisson":
-                image = poisson_blend(good, patch, region_t, top, left)
+                image = poisson_blend(base, patch, region_t, top, left)
             else:
-                image = alpha_blend(good, patch, region_t, top, left, feather=c["feather"] * side)
+                image = alpha_blend(base, patch, region_t, top, left, feather=c["feather"] * side)
             out_mask = np.zeros((h, w), bool)
-            out_mask[top:top + ph, left:left + pw] = mask_t
-            yield Sample(image=image, mask=out_mask, label=label, parents=[src_path, good_path],
+            out_mask[top:top + ph, left:left + pw] = pasted if c["mask_out"] == "change" else mask_t
+            parents = [src_path, good_path] + ([change.reference] if change is not None else [])
+            extra = {"region_used": "change" if reliable else "mask",
+                     "reference": change.reference} if change is not None else {}
+            yield Sample(image=image, mask=out_mask, label=label, parents=parents,
                          params={**c, "source": src_path, "good": good_path, "top": int(top), "left": int(left),
-                                 "source_scale": list(scale)})
+                                 "source_scale": list(scale), **extra})
 
     def _place(self, placement: str, source: tuple[str, np.ndarray], good: tuple[str, np.ndarray],
                at: tuple[int, int], size: tuple[int, int], rng: np.random.Generator) -> tuple[int, int]:
@@ -204,3 +301,12 @@ class CutPasteAlpha(CutPaste):
 
     def __init__(self, blend: str = "alpha", **kwargs):
         super().__init__(blend=blend, **kwargs)
+
+
+@register_generator("cutpaste-mask")
+class CutPasteMask(CutPaste):
+    """cutpaste through the annotated mask alone (the behaviour before change regions), so that train-eval
+    can measure what the change region adds (recipes/transistor-change.yaml)."""
+
+    def __init__(self, region: str = "mask", **kwargs):
+        super().__init__(region=region, **kwargs)

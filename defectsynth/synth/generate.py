@@ -173,9 +173,12 @@ def generate(ws: Workspace, split: Split, label: str, n: int, method: str | None
     known = {r.path: r for r in read_synthetic(ws)
              if r.method == method and r.label == label and set(r.parent_paths) <= allowed}
     missing = [i for i, p in enumerate(paths) if not (str(p) in known and p.is_file() and mask_of(p).is_file())]
+    gen = None
     if missing:
         require_usable_defects(split.train_defects(label))
         gen = _fit(ws, split, method, progress, say)
+        for note in gen.notes(label):
+            say(note)
         size = BLOCK if gen.trainable else 1
         blocks: dict[int, list[int]] = {}
         for i in missing:
@@ -207,5 +210,6 @@ def generate(ws: Workspace, split: Split, label: str, n: int, method: str | None
         known.update({r.path: r for r in new})
     rows = [known[str(p)] for p in paths]
     if missing or not (ws.synthetic_dir(label, method) / PREVIEW).is_file():
-        write_preview(ws.synthetic_dir(label, method) / PREVIEW, split.train_defects(label), rows)
+        write_preview(ws.synthetic_dir(label, method) / PREVIEW, split.train_defects(label), rows,
+                      gen.source_regions(label) if gen is not None else None)
     return rows

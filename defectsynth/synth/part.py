@@ -90,11 +90,13 @@ def background_period(image: np.ndarray, hide: np.ndarray, axis: int, around: in
     return best
 
 
-def fill_background(image: np.ndarray, region: np.ndarray, periods: tuple[int, int]) -> np.ndarray:
-    """`image` with `region` rebuilt from background whole periods (dy, dx) away; cv2.inpaint for the rest."""
+def fill_background(image: np.ndarray, region: np.ndarray, periods: tuple[int, int],
+                    free: np.ndarray | None = None) -> np.ndarray:
+    """`image` with `region` rebuilt from background whole periods (dy, dx) away (from `free` pixels only,
+    when given); cv2.inpaint for the rest."""
     out = image.copy()
     todo = region.copy()
-    free = ~region
+    free = ~region if free is None else free & ~region
     for dst, src in _moves(region.shape, periods):
         take = todo[dst] & free[src]
         if take.any():
@@ -236,6 +238,28 @@ class PartModel:
         dy, dx = self._offset_small(small)
         return self._big(shift(self.template, dy, dx), image.shape)
 
+    def _unlike_background(self, small: np.ndarray, hide: np.ndarray) -> np.ndarray:
+        """LAB distance (work size) from each pixel to the background: to its own copies whole periods away
+        (outside `hide`) on a repeating background, to the border colour on a plain one."""
+        lab = _lab(small)
+        if not any(self.work_periods):
+            return _dist(lab, self.background_lab)
+        diff = np.full(hide.shape, np.inf, np.float32)
+        for n, (dst, src) in enumerate(_moves(hide.shape, self.work_periods)):
+            if n == 4:  # the nearest two periods either way are enough to tell the part from the board
+                break
+            d = np.where(~hide[src], _dist(lab[dst], lab[src]), np.inf)
+            diff[dst] = np.minimum(diff[dst], d)
+        return diff
+
+    def background_like(self, image: np.ndarray) -> np.ndarray:
+        """Where `image` shows plain background (bool, image size): it repeats with the board's period, or
+        matches the border colour; never inside the part's usual body."""
+        small = self._small(image)
+        body = cv2.dilate(self._body(small), _disk(min(small.shape[:2]) / 64)) > 0
+        plain = (self._unlike_background(small, body) < 30) & ~body
+        return self._big(plain.astype(np.uint8), image.shape)
+
     def extend(self, image: np.ndarray, region: np.ndarray) -> np.ndarray:
         """`region` plus what touches it and does not repeat with the background's period (the ends of a
         part's leads reaching into the board, say)."""
@@ -243,13 +267,7 @@ class PartModel:
             return region
         small = self._small(image)
         hide = cv2.resize(region.astype(np.uint8), self.work, interpolation=cv2.INTER_NEAREST) > 0
-        lab = _lab(small)
-        diff = np.full(hide.shape, np.inf, np.float32)
-        for n, (dst, src) in enumerate(_moves(hide.shape, self.work_periods)):
-            if n == 4:  # the nearest two periods either way are enough to tell the part from the board
-                break
-            d = np.where(~hide[src], _dist(lab[dst], lab[src]), np.inf)
-            diff[dst] = np.minimum(diff[dst], d)
+        diff = self._unlike_background(small, hide)
         side = min(hide.shape)
         odd = cv2.morphologyEx(((diff > 30) & np.isfinite(diff)).astype(np.uint8), cv2.MORPH_OPEN, _disk(1))
         _, labels = cv2.connectedComponents(odd)
@@ -258,10 +276,10 @@ class PartModel:
         grown = np.isin(labels, touching[touching > 0]).astype(np.uint8)
         return region | self._big(cv2.morphologyEx(grown, cv2.MORPH_CLOSE, _disk(side / 128)), region.shape)
 
-    def fill(self, image: np.ndarray, region: np.ndarray) -> np.ndarray:
-        """`image` with the background rebuilt inside `region`."""
+    def fill(self, image: np.ndarray, region: np.ndarray, free: np.ndarray | None = None) -> np.ndarray:
+        """`image` with the background rebuilt inside `region`, copied from `free` pixels when given."""
         periods = self.periods if image.shape[:2] == self.full_shape else (0, 0)
-        return fill_background(image, region, periods)
+        return fill_background(image, region, periods, free)
 
 
 def shift(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:

@@ -1,0 +1,128 @@
+"""Change-region cut-paste (synth/change.py, synth/cutpaste.py): a defect that moves a lead also clears the
+lead's old place on the good image, nothing changes far from the defect, provenance names the reference, and
+a category that cannot be registered falls back to the mask and says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from defectsynth.data.layout import GOOD
+from defectsynth.data.manifest import Row
+from defectsynth.io import read_image, read_mask, write_png
+from defectsynth.synth.change import NEAR, ChangeFinder
+from defectsynth.synth.cutpaste import REACH, CutPaste
+from defectsynth.synth.generate import generate
+from defectsynth.synth.part import PartModel, _lab
+from defectsynth.synth.preview import CUT_COLOR, write_preview
+
+
+def _make(ws, method: str, n: int = 10) -> list[Row]:
+    return generate(ws, ws.split(), "bent_lead", n, method=method, progress=False, say=lambda _m: None)
+
+
+def _metal(image: np.ndarray) -> np.ndarray:
+    """The demo's leads: bright and grey."""
+    lab = _lab(image)
+    return (lab[..., 0] > 150) & (np.hypot(lab[..., 1] - 128, lab[..., 2] - 128) < 20)
+
+
+def _lead_lost_outside_mask(row: Row) -> int:
+    """Pixels where the good image it was pasted on had a lead, the synthetic image has none, outside the
+    (slightly grown) synthetic mask: the straight lead's old place."""
+    image, good, mask = read_image(Path(row.path)), read_image(Path(row.parent_paths[1])), read_mask(Path(row.mask))
+    ring = cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    return int((_metal(good) & ~_metal(image) & ~ring).sum())
+
+
+def test_a_bent_lead_also_clears_the_straight_lead_it_replaces(workspace):
+    changed = [_lead_lost_outside_mask(r) for r in _make(workspace, "cutpaste")]
+    mask_only = [_lead_lost_outside_mask(r) for r in _make(workspace, "cutpaste-mask")]
+    # the same draws (source, good image, placement) for both: only the region differs
+    assert np.median(changed) >= 8, changed
+    assert sum(c > 0 for c in changed) >= 6, changed
+    assert np.median(mask_only) <= 2, mask_only
+
+
+def test_nothing_changes_far_from_the_defect(workspace):
+    for row in _make(workspace, "cutpaste"):
+        image, good = read_image(Path(row.path)), read_image(Path(row.parent_paths[1]))
+        mask = read_mask(Path(row.mask))
+        side = min(mask.shape)
+        reach = round((NEAR + REACH + 0.05) * side)  # the change region, what it overwrites, and the blend
+        near = cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1,) * 2))
+        differs = np.abs(image.astype(int) - good.astype(int)).max(axis=-1) > 12
+        assert not (differs & (near == 0)).any(), row.path
+
+
+def test_provenance_names_the_reference_and_what_was_cut(workspace):
+    split = workspace.split()
+    goods = {r.path for r in split.rows if r.label == GOOD and r.split == "train"}
+    for row in _make(workspace, "cutpaste", n=3):
+        source, good, reference = row.parent_paths
+        assert source in {r.path for r in split.train_defects("bent_lead")}
+        assert good in goods and reference in goods
+        assert '"region_used": "change"' in row.params and '"reference"' in row.params
+
+
+def test_same_seed_same_bytes(workspace, tmp_path):
+    from defectsynth.workspace import Workspace
+
+    other = Workspace.open(workspace.data, tmp_path / "again")
+    a, b = _make(workspace, "cutpaste", n=4), _make(other, "cutpaste", n=4)
+    assert [Path(r.path).read_bytes() for r in a] == [Path(r.path).read_bytes() for r in b]
+
+
+def _texture(root: Path, n: int = 8, size: int = 64) -> list[Row]:
+    """Good images and one defect of a texture: no part, nothing to register to."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        path = root / f"good{i}.png"
+        write_png(path, rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+        rows.append(Row(path=str(path), label=GOOD, split="train", source="real", method="real"))
+    image = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+    mask = np.zeros((size, size), np.uint8)
+    mask[20:30, 20:40] = 255
+    write_png(root / "d.png", image)
+    write_png(root / "d_mask.png", mask)
+    rows.append(Row(path=str(root / "d.png"), label="scratch", split="train", source="real", method="real",
+                    mask=str(root / "d_mask.png")))
+    return rows
+
+
+def test_a_texture_falls_back_to_the_mask_and_says_so(tmp_path):
+    rows = _texture(tmp_path)
+    gen = CutPaste()
+    gen.fit(rows)
+    note = gen.notes("scratch")
+    assert len(note) == 1 and "only their masks are pasted" in note[0]
+    sample = next(gen.sample("scratch", 1, np.random.default_rng(0)))
+    assert sample.params["region_used"] == "mask"
+    plain = CutPaste(region="mask")
+    plain.fit(rows)
+    same = next(plain.sample("scratch", 1, np.random.default_rng(0)))
+    assert (sample.image == same.image).all() and (sample.mask == same.mask).all()
+
+
+def test_change_finder_flags_unregistrable_images(tmp_path):
+    rows = _texture(tmp_path)
+    goods = [r.path for r in rows if r.label == GOOD]
+    finder = ChangeFinder(goods, PartModel.from_paths(goods))
+    change = finder.find(read_image(Path(rows[-1].path)), read_mask(Path(rows[-1].mask)))
+    assert not change.reliable
+    assert (change.region == read_mask(Path(rows[-1].mask))).all()
+
+
+@pytest.mark.parametrize("with_cut", [True, False])
+def test_preview_outlines_what_was_cut(workspace, tmp_path, with_cut):
+    split = workspace.split()
+    real = split.train_defects("bent_lead")[:1]
+    mask = read_mask(Path(real[0].mask))
+    cut = {real[0].path: cv2.dilate(mask.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0} if with_cut else None
+    write_preview(tmp_path / "p.png", real, [], cut)
+    sheet = read_image(tmp_path / "p.png")
+    assert (sheet == CUT_COLOR).all(axis=-1).any() == with_cut
