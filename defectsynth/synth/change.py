@@ -23,7 +23,7 @@ import numpy as np
 from defectsynth.io import read_image
 from defectsynth.synth.part import PartModel, _disk, _lab
 
-CANDIDATES = 256  # good images considered; the closest REFERENCES of them are compared pixel by pixel
+CANDIDATES = 64  # good images considered; the closest REFERENCES of them are compared pixel by pixel
 REFERENCES = 5
 NEAR = 0.12  # change is looked for within this share of the image side around the annotated mask
 THRESHOLD = 28.0  # LAB distance above which a pixel differs from a good part

@@ -14,7 +14,11 @@ masks follow) or everything pasted (`mask_out: change`).
 Image and masks go through ONE albumentations Compose (small rotation and scale, optional flips,
 elastic, brightness/contrast), so they stay registered. Placement `aligned` puts the region where it
 was on the part (the part's shift between the two images is measured, plus jitter): right for aligned
-products such as the transistor. `object` puts it anywhere on the part, `anywhere` anywhere in the image.
+products such as the transistor. `pose` first carries the source image, its masks and its change region
+from the source part's frame into the target part's frame (synth/partpose.py: position, angle, flip),
+so a defect on a screw's head lands on the head however the two screws lie. `object` puts it anywhere on
+the part, `anywhere` anywhere in the image. `auto` (the default) measures the category from its good
+images: a fixed part gets `aligned`, a part at any angle `pose`, a texture (no part) `anywhere`.
 Blending is Poisson (cv2.seamlessClone) or a feathered alpha; recipes/transistor-generators.yaml
 measures the two downstream.
 """
@@ -34,10 +38,12 @@ from defectsynth.errors import DefectsynthError
 from defectsynth.io import read_image, read_mask
 from defectsynth.synth.base import Generator, Sample
 from defectsynth.synth.change import THRESHOLD, Change, ChangeFinder
-from defectsynth.synth.part import PartModel, _lab
+from defectsynth.synth.part import WORK_SIDE, PartModel, _lab
+from defectsynth.synth.partpose import PartPoses
 from defectsynth.synth.registry import register_generator
 
-PLACEMENTS = ("aligned", "object", "anywhere")
+PLACEMENTS = ("auto", "aligned", "pose", "object", "anywhere")
+AUTO_PLACEMENT = {"fixed": "aligned", "rotating": "pose", "texture": "anywhere"}  # by the category's kind
 BLENDS = ("poisson", "alpha")
 REGIONS = ("change", "mask")
 MASKS_OUT = ("annotated", "change")
@@ -97,29 +103,33 @@ def alpha_blend(target: np.ndarray, patch: np.ndarray, region: np.ndarray, top: 
 
 
 def _overwritten(window: np.ndarray, patch: np.ndarray, region: np.ndarray, side: int) -> np.ndarray:
-    """Where, near the pasted defect, the good image under the patch shows what the source does not (each
-    a pixel or two either way): the good part's own structure that the defect moved or removed."""
-    tolerance = max(1, round(side / 128))
-    a, b = _lab(_as_channels(patch, window)), _lab(window)
+    """Where, near the pasted region, the good image under the patch shows what the source does not (each
+    a pixel or two either way): the good part's own structure that the defect moved or removed. Compared
+    at the part model's working resolution, where two pixels of slack are enough."""
     h, w = region.shape
-    diff = np.full((h, w), np.inf, np.float32)
-    for dy in range(-tolerance, tolerance + 1):
-        for dx in range(-tolerance, tolerance + 1):
+    f = min(1.0, WORK_SIDE / side)
+    size = (max(4, round(w * f)), max(4, round(h * f)))
+    a = _lab(cv2.resize(_as_channels(patch, window), size, interpolation=cv2.INTER_AREA))
+    b = _lab(cv2.resize(window, size, interpolation=cv2.INTER_AREA))
+    small = cv2.resize(region.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
+    diff = np.full(small.shape, np.inf, np.float32)
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
             m = np.float32([[1, 0, dx], [0, 1, dy]])
-            moved = cv2.warpAffine(b, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
-            d = a - moved
+            d = a - cv2.warpAffine(b, m, size, borderMode=cv2.BORDER_REPLICATE)
             diff = np.minimum(diff, np.sqrt(np.einsum("...k,...k->...", d, d)))
-    changed = cv2.morphologyEx((diff > THRESHOLD).astype(np.uint8), cv2.MORPH_OPEN, _disk(tolerance))
+    changed = cv2.morphologyEx((diff > THRESHOLD).astype(np.uint8), cv2.MORPH_OPEN, _disk(1))
     _, labels = cv2.connectedComponents(changed)
-    touch = cv2.dilate(region.astype(np.uint8), _disk(2 * tolerance)) > 0
+    touch = cv2.dilate(small, _disk(3)) > 0
     hit = np.unique(labels[touch & (changed > 0)])
-    near = cv2.dilate(region.astype(np.uint8), _disk(REACH * side)) > 0
-    return np.isin(labels, hit[hit > 0]) & near
+    near = cv2.dilate(small, _disk(REACH * side * f)) > 0
+    found = (np.isin(labels, hit[hit > 0]) & near).astype(np.uint8)
+    return cv2.resize(found, (w, h), interpolation=cv2.INTER_NEAREST) > 0
 
 
 @register_generator("cutpaste")
 class CutPaste(Generator):
-    def __init__(self, placement: str = "aligned", blend: str = "poisson", hflip: float = 0.0, vflip: float = 0.0,
+    def __init__(self, placement: str = "auto", blend: str = "poisson", hflip: float = 0.0, vflip: float = 0.0,
                  rotate: float = 8.0, scale: float = 0.1, elastic: float = 0.3, brightness: float = 0.1,
                  jitter: float = 0.02, dilate: float = 1 / 100, feather: float = 1 / 200, region: str = "change",
                  mask_out: str = "annotated", **_ignored):
@@ -138,6 +148,8 @@ class CutPaste(Generator):
         self.goods: list[str] = []
         self.defects: dict[str, list[tuple[str, str]]] = {}
         self.part: PartModel | None = None
+        self.poses: PartPoses | None = None  # measured when the placement is auto or pose
+        self.placement = placement  # auto resolved by fit()
         self._transforms: dict[tuple[int, int], A.Compose] = {}  # per crop size; built on first use
         self._offsets: dict[str, tuple[int, int]] = {}  # the part's shift in each image, by path
         self._finder: ChangeFinder | None = None  # built on first use: it decodes the good images
@@ -153,6 +165,9 @@ class CutPaste(Generator):
         if not self.goods:
             raise DefectsynthError("cutpaste needs good training images (train/good is empty)")
         self.part = PartModel.from_paths(self.goods)
+        placement = self.config["placement"]
+        self.poses = PartPoses.from_paths(self.goods) if placement in ("auto", "pose") else None
+        self.placement = AUTO_PLACEMENT[self.poses.kind] if placement == "auto" else placement
 
     def _augment(self, crop: np.ndarray, masks: list[np.ndarray], seed: int):
         transform = self._transforms.get(crop.shape[:2])
@@ -182,9 +197,9 @@ class CutPaste(Generator):
 
     def _plain_background(self, path: str, image: np.ndarray) -> np.ndarray:
         key = (path, image.shape)
-        if key not in self._plain:
-            self._plain[key] = self.part.background_like(image)
-        return self._plain[key]
+        if key not in self._plain:  # kept as bits: one map per good image is 1/8 of its pixel count
+            self._plain[key] = np.packbits(self.part.background_like(image))
+        return np.unpackbits(self._plain[key], count=image.shape[0] * image.shape[1]).reshape(image.shape[:2]) > 0
 
     def source_regions(self, label: str) -> dict[str, np.ndarray]:
         if self.config["region"] != "change":
@@ -193,6 +208,13 @@ class CutPaste(Generator):
                 for path, mask_path in self.defects.get(label, [])}
 
     def notes(self, label: str) -> list[str]:
+        lines = []
+        if self.poses is not None:
+            lines.append(f"cutpaste {label}: {self.poses.describe()}; placement {self.placement}"
+                         + (" (auto)" if self.config["placement"] == "auto" else ""))
+        return lines + self._change_notes(label)
+
+    def _change_notes(self, label: str) -> list[str]:
         if self.config["region"] != "change":
             return []
         unreliable = [path for path, mask_path in self.defects.get(label, [])
@@ -233,6 +255,20 @@ class CutPaste(Generator):
             region = cv2.dilate(cut.astype(np.uint8), _disk(grow)) > 0
             # the crop leaves room around the region, so rotation and scale do not cut it off, and, for
             # change regions, so the good part's own structure next to the defect can be overwritten
+            plain = self._plain_background(src_path, source) if reliable else np.zeros_like(mask)
+            placement = self.placement
+            if placement == "pose":
+                to_good = self.poses.transfer(src_path, source, good_path, good)
+                moved = None if to_good is None else [
+                    cv2.warpAffine(m.astype(np.uint8), to_good, (w, h), flags=cv2.INTER_NEAREST) > 0
+                    for m in (mask, region, plain)]
+                if moved is not None and moved[0].any():
+                    # into the good image's part frame: image, masks and change region turn and move together
+                    source = cv2.warpAffine(source, to_good, (w, h), flags=cv2.INTER_LINEAR,
+                                            borderMode=cv2.BORDER_REFLECT_101)
+                    mask, region, plain = moved
+                else:  # no part seen in one of the two, or the defect would leave the picture
+                    placement = "object"
             ys, xs = np.nonzero(region)
             pad = max(2, int(0.2 * max(np.ptp(ys), np.ptp(xs))))
             if reliable:
@@ -240,14 +276,12 @@ class CutPaste(Generator):
             y0, y1 = max(0, ys.min() - pad), min(h, ys.max() + 1 + pad)
             x0, x1 = max(0, xs.min() - pad), min(w, xs.max() + 1 + pad)
             crop = (slice(y0, y1), slice(x0, x1))
-            plain = self._plain_background(src_path, source) if reliable else np.zeros_like(mask)
             patch, (region_t, mask_t, plain_t) = self._augment(source[crop], [region[crop], mask[crop], plain[crop]],
                                                                int(rng.integers(2**31)))
             if not mask_t.any():  # augmentation pushed the defect out of its crop: keep it untransformed
                 patch, region_t, mask_t, plain_t = source[crop], region[crop], mask[crop], plain[crop]
             ph, pw = region_t.shape
-            top, left = self._place(c["placement"], (src_path, source), (good_path, good), (y0, x0), (ph, pw),
-                                    rng)
+            top, left = self._place(placement, (src_path, source), (good_path, good), (y0, x0), (ph, pw), rng)
             base, pasted = good, region_t
             if reliable:
                 # the good part's own structure next to the defect, where the source shows bare background
@@ -258,7 +292,7 @@ class CutPaste(Generator):
                     full[top:top + ph, left:left + pw] = clear
                     # copied from the good image's own bare background, never from its part
                     base = self.part.fill(good, cv2.dilate(full, _disk(side / 128)) > 0,
-                                          free=self.part.background_like(good))
+                                          free=self._plain_background(good_path, good))
                     pasted = region_t | clear
             if c["blend"] == "poisson":
                 image = poisson_blend(base, patch, region_t, top, left)
@@ -271,7 +305,8 @@ class CutPaste(Generator):
                      "reference": change.reference} if change is not None else {}
             yield Sample(image=image, mask=out_mask, label=label, parents=parents,
                          params={**c, "source": src_path, "good": good_path, "top": int(top), "left": int(left),
-                                 "source_scale": list(scale), **extra})
+                                 "source_scale": list(scale), "placement_used": placement,
+                                 **(self.poses.params() if self.poses is not None else {}), **extra})
 
     def _place(self, placement: str, source: tuple[str, np.ndarray], good: tuple[str, np.ndarray],
                at: tuple[int, int], size: tuple[int, int], rng: np.random.Generator) -> tuple[int, int]:
@@ -279,9 +314,10 @@ class CutPaste(Generator):
         good_path, good = good
         h, w = good.shape[:2]
         ph, pw = size
-        if placement == "aligned":
-            sy, sx = self._offset(*source)
-            gy, gx = self._offset(good_path, good)
+        if placement in ("aligned", "pose"):
+            # pose: the source was already carried into the good image's part frame
+            sy, sx = self._offset(*source) if placement == "aligned" else (0, 0)
+            gy, gx = self._offset(good_path, good) if placement == "aligned" else (0, 0)
             jitter = self.config["jitter"] * min(h, w)
             top = at[0] + gy - sy + rng.normal(0, jitter)
             left = at[1] + gx - sx + rng.normal(0, jitter)
