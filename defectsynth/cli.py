@@ -159,6 +159,11 @@ def train_eval_cmd(
     augment: Annotated[str, typer.Option("--augment", help="auto (measured from the good images: any angle for "
                                                            "a part that lies at any angle), fixed (small affine) "
                                                            "or rotating (any angle).")] = "auto",
+    val: Annotated[Optional[str], typer.Option("--val", help="How the real training shots are spent: fold (one "
+                                                             "shot per type selects the epoch), none (all train, "
+                                                             "fixed schedule) or kfold (folds choose the epoch "
+                                                             "count, then a refit on all). Default: the measured "
+                                                             "best (see presets.py).")] = None,
 ):
     """Train a classifier per arm x split x seed, evaluate on held-out real images, write a report."""
     from defectsynth.train.run import train_eval
@@ -166,7 +171,27 @@ def train_eval_cmd(
     ws = Workspace.open(data, work)
     _print_result(train_eval(ws, [a.strip() for a in arms.split(",") if a.strip()], splits=splits, seeds=seeds,
                              model=model, weights=weights, size=size, epochs=epochs, device=device, preset=preset,
-                             say=say, augment=augment))
+                             say=say, augment=augment, val=val))
+
+
+@app.command("predict")
+@friendly_errors
+def predict_cmd(
+    model_dir: Annotated[Path, typer.Argument(help="A trained model: classifiers/<run>/<arm> of train-eval (its "
+                                                   "first checkpoint), or one checkpoint folder.")],
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for predictions.csv and overlays/.")] = Path("predictions"),
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda or mps.")] = "auto",
+):
+    """Classify new images and map their defects: predictions.csv (label, class scores, defect area) and
+    overlay PNGs."""
+    from defectsynth.train.predict import predict
+
+    result = predict(model_dir, inputs, out, device=device)
+    flagged = sum(r["label"] != "good" for r in result.rows)
+    say(f"{len(result.rows)} image(s), {flagged} flagged as defective, by {result.checkpoint}.")
+    say(f"Wrote {result.csv}" + (f" and {len(result.overlays)} overlay(s) in {result.csv.parent / 'overlays'}"
+                                  if result.overlays else " (no overlays: the model has no defect map)"))
 
 
 @app.command("rebalance")
@@ -255,9 +280,10 @@ def generate_cmd(
 ):
     """Write synthetic defect images + masks to <work>/synthetic/<class>/<method>/ and record them in
     synthetic.csv; resumes and extends."""
-    from defectsynth.synth.generate import generate
+    from defectsynth.synth.generate import check_options, generate
 
     ws = Workspace.open(data, work)
+    check_options(ws, label, n)  # before a first split.json is written
     split = ws.split(say=say)
     labels = split.defect_classes if label == "all" else [label]
     for one in labels:

@@ -17,8 +17,9 @@ from defectsynth.data.manifest import Row
 from defectsynth.errors import DefectsynthError, LeakageError
 from defectsynth.train import models
 from defectsynth.train.data import ImageSet, validation_fold, without_fold
+from defectsynth.train.decide import class_scores
 from defectsynth.train.evaluate import evaluate_heldout, predict_rows
-from defectsynth.train.loop import TrainConfig, load_classifier, predict_logits, train_classifier
+from defectsynth.train.loop import TrainConfig, load_classifier, predict_outputs, train_classifier
 from defectsynth.train.presets import preset
 
 runner = CliRunner()
@@ -77,8 +78,9 @@ def test_same_seed_same_weights_and_checkpoint_round_trip(workspace, tmp_path):
     model, config = load_classifier(a.checkpoint)
     assert config["classes"] == split.classes and config["model"] == preset("fast")["model"]
     test = split.real_rows("test")
-    direct = predict_logits(model, ImageSet(test, split.classes, cache, config["size"], 3).images,
-                            torch.device("cpu")).softmax(1)
+    logits, maps = predict_outputs(model, ImageSet(test, split.classes, cache, config["size"], 3).images,
+                                   torch.device("cpu"))
+    direct = torch.from_numpy(class_scores(logits, maps, config["rule"]))
     preds = evaluate_heldout(a.checkpoint, split, rows + fold, cache, device="cpu")
     assert torch.equal(direct, torch.tensor(preds.scores))
     assert preds.y_pred == predict_rows(b.checkpoint, test, cache, device="cpu").y_pred

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from defectsynth.io import atomic_path, read_image, read_mask
 
@@ -33,6 +34,10 @@ class ImageCache:
         if kind == "mask":
             arr = read_mask(path).astype(np.uint8) * 255
             arr = cv2.resize(arr, (size, size), interpolation=cv2.INTER_NEAREST)
+        elif kind == "coverage":
+            # area resampling: a 2 px lead at 512 px keeps a partial value at 128 px instead of vanishing
+            arr = cv2.resize(read_mask(path).astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+            arr = np.round(arr * 255).astype(np.uint8)
         else:
             arr = read_image(path)
             arr = cv2.resize(arr, (size, size), interpolation=cv2.INTER_AREA)
@@ -48,6 +53,19 @@ class ImageCache:
     def mask(self, path: Path | str, size: int) -> np.ndarray:
         """size x size uint8 mask, 255 where the defect is."""
         return self._get(Path(path), size, "mask")
+
+    def coverage(self, path: Path | str, size: int) -> np.ndarray:
+        """size x size uint8: the share of each pixel the defect mask covers, 0-255 (area resampling)."""
+        return self._get(Path(path), size, "coverage")
+
+    def warm(self, images: list[str], masks: list[str], size: int, progress: bool = True) -> None:
+        """Decode every image and mask now (cache hits later), so that an unreadable file stops a run
+        before it trains rather than after."""
+        todo = [(p, self.image) for p in dict.fromkeys(images)] + [(p, self.mask) for p in dict.fromkeys(masks)]
+        columns = (TextColumn("checking images"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, disable=not progress, transient=True) as bar:
+            for path, read in bar.track(todo):
+                read(path, size)
 
     def stack(self, paths: list[str], size: int, channels: int = 3) -> np.ndarray:
         """N x channels x size x size uint8 array of the images, for training."""

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from defectsynth.data.cache import ImageCache
+from defectsynth.data.layout import GOOD
 from defectsynth.data.manifest import Row
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -22,19 +23,51 @@ def image_channels(rows: list[Row], cache: ImageCache, size: int) -> int:
     return 1 if all(cache.image(r.path, size).ndim == 2 for r in rows[:8]) else 3
 
 
-class ImageSet(Dataset):
-    """Rows as an N x C x S x S uint8 tensor in memory and their class indices; items are (image, label)."""
+NO_MASK = 255  # coverage value of a defect image without a mask: its pixels are left out of the map loss
 
-    def __init__(self, rows: list[Row], classes: list[str], cache: ImageCache, size: int, channels: int):
+
+class ImageSet(Dataset):
+    """Rows as an N x C x S x S uint8 tensor in memory and their class indices; items are (image, label).
+
+    With `masks=True` it also holds N x 1 x S x S uint8 mask coverage (0-254 share of the pixel the
+    defect covers; good images all 0; a defect image with no mask all NO_MASK) and items are
+    (image, label, mask). Masks stay at image resolution so that augmentation moves them with the
+    image; the loss pools them to the map's cells."""
+
+    def __init__(self, rows: list[Row], classes: list[str], cache: ImageCache, size: int, channels: int,
+                 masks: bool = False):
         self.rows = rows
         self.images = torch.from_numpy(cache.stack([r.path for r in rows], size, channels))
         self.labels = torch.tensor([classes.index(r.label) for r in rows], dtype=torch.long)
+        self.masks = torch.from_numpy(np.stack([row_mask(r, cache, size) for r in rows])[:, None]) \
+            if masks and rows else None
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[i], self.labels[i]
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        if self.masks is None:
+            return self.images[i], self.labels[i]
+        return self.images[i], self.labels[i], self.masks[i]
+
+
+def row_mask(row: Row, cache: ImageCache, size: int) -> np.ndarray:
+    if row.label == GOOD:
+        return np.zeros((size, size), np.uint8)
+    if not row.mask:
+        return np.full((size, size), NO_MASK, np.uint8)
+    return np.minimum(cache.coverage(row.mask, size), NO_MASK - 1)
+
+
+def cell_targets(masks: torch.Tensor, labels: torch.Tensor, cells: tuple[int, int], good: int = 0,
+                 cover: float = 0.25) -> torch.Tensor:
+    """N x h x w class index per map cell: the image's label where the (augmented) mask covers at least
+    `cover` of the cell, else `good` (background); -100 (ignored) for defect images without a mask."""
+    missing = (masks == NO_MASK).flatten(1).any(1)  # the affine pads with 0, so test for any
+    share = F.adaptive_avg_pool2d(masks.float() / 254, cells)[:, 0]
+    target = torch.where(share >= cover, labels.view(-1, 1, 1), torch.full_like(labels.view(-1, 1, 1), good))
+    target[missing] = -100
+    return target
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:
@@ -62,8 +95,11 @@ class Augment:
         self.degrees, self.translate, self.scale = degrees, translate, scale
         self.brightness, self.contrast, self.hflip, self.vflip = brightness, contrast, hflip, vflip
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """x: float N x C x H x W in [0, 1]; the random numbers come from `generator` (CPU) for determinism."""
+    def __call__(self, x: torch.Tensor, generator: torch.Generator, masks: torch.Tensor | None = None):
+        """x: float N x C x H x W in [0, 1]; the random numbers come from `generator` (CPU) for determinism.
+
+        With `masks` (N x 1 x H' x W' uint8, any resolution) returns (x, masks): each mask goes through
+        its image's affine (nearest, so NO_MASK stays NO_MASK; outside the image is 0, background)."""
         n = x.shape[0]
 
         def uniform(lo: float, hi: float) -> torch.Tensor:
@@ -83,7 +119,13 @@ class Augment:
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         x = (x - mean) * contrast.view(-1, 1, 1, 1) + mean
-        return (x * bright.view(-1, 1, 1, 1)).clamp_(0, 1)
+        x = (x * bright.view(-1, 1, 1, 1)).clamp_(0, 1)
+        if masks is None:
+            return x
+        grid = F.affine_grid(theta, list(masks.shape), align_corners=False)
+        moved = F.grid_sample(masks.to(x.device, x.dtype), grid, mode="nearest", padding_mode="zeros",
+                              align_corners=False)
+        return x, moved.round().to(torch.uint8)
 
 
 def validation_fold(real_train: list[Row], seed: int, fraction: float = 0.15) -> list[Row]:

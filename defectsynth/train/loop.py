@@ -3,9 +3,13 @@
     result = train_classifier(train_rows, val_rows, classes, cache, TrainConfig(...), rebalance_config, out_dir)
 
 Runs on whatever accelerate picks (CPU, one GPU, or several under `accelerate launch`), with bf16/fp16
-autocast and channels_last on CUDA. The loss and sampler come from the training set's rebalancing
-settings. After every epoch the model is scored on the validation fold (real training images held
-back from training); the best epoch is saved as safetensors with a config JSON beside it.
+autocast and channels_last on CUDA. The image loss and sampler come from the training set's rebalancing
+settings. A defect-map model (models.has_map) also learns a class per map cell from the masks: the
+same affine moves image and mask, and a per-cell cross-entropy (background weighted down) is added.
+After every epoch the model is scored on the validation fold (real training images held back from
+training), when there is one; the best epoch (else the last, or `stop_epoch`) is saved as safetensors
+with a config JSON beside it, which also holds the detection thresholds set on `calibration_rows`
+(held-back good training images) for every decision rule (train/decide.py).
 """
 
 from __future__ import annotations
@@ -27,12 +31,14 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from defectsynth.balance import RebalanceConfig, make_loss, make_sampler
 from defectsynth.data.cache import ImageCache
+from defectsynth.data.layout import GOOD
 from defectsynth.data.manifest import Row
 from defectsynth.device import pick_device
 from defectsynth.errors import DefectsynthError
 from defectsynth.io import write_bytes, write_text
-from defectsynth.train.data import Augment, ImageSet, image_channels, normalize, to_unit
-from defectsynth.train.models import create_classifier
+from defectsynth.train.data import Augment, ImageSet, cell_targets, image_channels, normalize, to_unit
+from defectsynth.train.decide import DEFAULT_RULE, calibrate, class_scores, decide, detection_score, rules_for
+from defectsynth.train.models import create_classifier, has_map, model_outputs
 
 
 @dataclass
@@ -50,6 +56,10 @@ class TrainConfig:
     hflip: bool = False
     vflip: bool = False
     degrees: float = 8.0  # augmentation's rotation range; 180 (any angle) for parts that lie at any angle
+    map_weight: float = 1.0  # weight of the per-cell map loss beside the image loss (map models)
+    background_weight: float = 0.25  # class weight of background cells in the map loss: most cells are
+    rule: str = DEFAULT_RULE  # decision rule of a map model for epoch selection and prediction
+    stop_epoch: int | None = None  # stop after this epoch, on the schedule of `epochs` (k-fold refit)
 
 
 @dataclass
@@ -76,18 +86,30 @@ def seed_everything(seed: int) -> None:
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 64,
-                   channels_last: bool = False) -> torch.Tensor:
-    """Logits (float32, on the CPU) for a uint8 N x C x H x W tensor, in eval mode."""
+def predict_outputs(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 64,
+                    channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Image logits and map logits (None for a plain classifier), float32 on the CPU, for a uint8
+    N x C x H x W tensor, in eval mode."""
     model.eval()
-    out = []
+    logits, maps = [], []
     for i in range(0, len(images), batch_size):
         x = normalize(images[i:i + batch_size].to(device, non_blocking=True))
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, enabled=device.type == "cuda"):
-            out.append(model(x).float().cpu())
-    return torch.cat(out) if out else torch.empty(0, 0)
+            out, cells = model_outputs(model(x))
+        logits.append(out.float().cpu())
+        if cells is not None:
+            maps.append(cells.float().cpu())
+    if not logits:
+        return torch.empty(0, 0), None
+    return torch.cat(logits), (torch.cat(maps) if maps else None)
+
+
+def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 64,
+                   channels_last: bool = False) -> torch.Tensor:
+    """Image logits (float32, on the CPU) for a uint8 N x C x H x W tensor, in eval mode."""
+    return predict_outputs(model, images, device, batch_size, channels_last)[0]
 
 
 def _balanced_accuracy(labels: torch.Tensor, preds: torch.Tensor) -> float:
@@ -97,7 +119,8 @@ def _balanced_accuracy(labels: torch.Tensor, preds: torch.Tensor) -> float:
 
 def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[str], cache: ImageCache,
                      config: TrainConfig, rebalance: RebalanceConfig, out_dir: Path,
-                     progress: bool = True, description: str = "training") -> TrainResult:
+                     progress: bool = True, description: str = "training",
+                     calibration_rows: list[Row] | None = None) -> TrainResult:
     start = time.perf_counter()
     if not train_rows:
         raise DefectsynthError("the training set is empty after carving the validation fold; add training images")
@@ -110,7 +133,8 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
 
     # data: decoded once into memory; the sampler comes from the rebalancing settings
     channels = image_channels(train_rows, cache, config.size)
-    train_set = ImageSet(train_rows, classes, cache, config.size, channels)
+    dense = has_map(config.model)
+    train_set = ImageSet(train_rows, classes, cache, config.size, channels, masks=dense)
     val_set = ImageSet(val_rows, classes, cache, config.size, channels) if val_rows else None
     counts = torch.bincount(train_set.labels, minlength=len(classes)).tolist()
     num_samples = config.samples_per_epoch or len(train_set)
@@ -128,6 +152,9 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
     if cuda:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = make_loss(rebalance.loss, counts)
+    good = classes.index(GOOD)
+    cell_weight = torch.ones(len(classes), device=device)
+    cell_weight[good] = config.background_weight
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     loss_fn = loss_fn.to(device)
@@ -149,13 +176,25 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
             model.train()
             running, seen, data_s, epoch_start = 0.0, 0, 0.0, time.perf_counter()
             fetch_start = epoch_start
-            for images, labels in loader:
+            for images, labels, *masks in loader:
                 data_s += time.perf_counter() - fetch_start  # time the step waited for its batch
-                x = normalize(augment(to_unit(images.to(device, non_blocking=True)), aug_gen))
+                labels = labels.to(device)
+                x = to_unit(images.to(device, non_blocking=True))
+                if dense:  # the mask follows its image through the same affine
+                    x, moved = augment(x, aug_gen, masks[0])
+                else:
+                    x = augment(x, aug_gen)
+                x = normalize(x)
                 if cuda:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with accelerator.autocast():
-                    loss = loss_fn(model(x).float(), labels.to(device))
+                    logits, maps = model_outputs(model(x))
+                    loss = loss_fn(logits.float(), labels)
+                    if dense:
+                        target = cell_targets(moved, labels, tuple(maps.shape[-2:]), good)
+                        if (target >= 0).any():
+                            loss = loss + config.map_weight * nn.functional.cross_entropy(
+                                maps.float(), target, weight=cell_weight, ignore_index=-100)
                 optimizer.zero_grad(set_to_none=True)
                 accelerator.backward(loss)
                 optimizer.step()
@@ -169,10 +208,12 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
             record = {"epoch": epoch, "train_loss": running / max(seen, 1), "samples": seen,
                       "train_s": time.perf_counter() - epoch_start, "data_wait_s": data_s}
             if val_set is not None:
-                logits = predict_logits(accelerator.unwrap_model(model), val_set.images, device,
-                                        channels_last=cuda)
+                logits, maps = predict_outputs(accelerator.unwrap_model(model), val_set.images, device,
+                                               channels_last=cuda)
                 record["val_loss"] = nn.functional.cross_entropy(logits, val_set.labels).item()
-                record["val_balanced_accuracy"] = _balanced_accuracy(val_set.labels, logits.argmax(1))
+                scores = class_scores(logits, maps, config.rule if dense else "image", good)
+                record["val_balanced_accuracy"] = _balanced_accuracy(val_set.labels,
+                                                                     torch.from_numpy(decide(scores, good)))
                 bar.update(task, val=f"{record['val_balanced_accuracy']:.3f}")
             history.append(record)
             score, vloss = record.get("val_balanced_accuracy", 0.0), record.get("val_loss", 0.0)
@@ -180,11 +221,24 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
                 state = accelerator.unwrap_model(model).state_dict()
                 best = {"score": score, "loss": vloss, "epoch": epoch,
                         "state": {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}}
+            if config.stop_epoch is not None and epoch >= config.stop_epoch:
+                break
+
+    # detection thresholds of every decision rule, on held-back good training images
+    final = accelerator.unwrap_model(model)
+    final.load_state_dict(best["state"])
+    thresholds = {}
+    if calibration_rows:
+        held = ImageSet(calibration_rows, classes, cache, config.size, channels)
+        logits, maps = predict_outputs(final, held.images, device, channels_last=cuda)
+        thresholds = {rule: calibrate(detection_score(class_scores(logits, maps, rule, good), good))
+                      for rule in rules_for(maps)}
 
     config_doc = {"model": config.model, "num_classes": len(classes), "in_channels": channels,
                   "classes": classes, "size": config.size, "weights_note": weights_note,
                   "best_epoch": best["epoch"], "train": asdict(config), "rebalance": rebalance.model_dump(),
-                  "history": history}
+                  "rule": config.rule if dense else "image", "thresholds": thresholds,
+                  "calibration_size": len(calibration_rows or []), "history": history}
     if accelerator.is_main_process:
         save_checkpoint(out_dir, best["state"], config_doc)
     accelerator.wait_for_everyone()

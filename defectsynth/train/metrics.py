@@ -13,10 +13,13 @@ from collections.abc import Sequence
 import numpy as np
 from imblearn.metrics import classification_report_imbalanced, geometric_mean_score
 from sklearn.metrics import (
+    average_precision_score,
     balanced_accuracy_score,
     confusion_matrix,
     f1_score,
+    precision_recall_curve,
     precision_recall_fscore_support,
+    roc_auc_score,
 )
 
 from defectsynth.data.layout import GOOD
@@ -124,3 +127,43 @@ def pooled_imbalanced_report(confusion: np.ndarray, classes: Sequence[str]) -> s
     y_pred = np.repeat(np.asarray(classes, dtype=object)[cols], counts)
     seen = [c for c in classes if c in set(y_true.tolist()) | set(y_pred.tolist())]
     return imbalanced_report(y_true, y_pred, seen)
+
+
+def detection_metrics(is_defect: Sequence[bool], score: Sequence[float], threshold: float | None) -> dict:
+    """Good-vs-defect detection from a defect score per image (higher = more defective).
+
+    - image_auroc: ROC AUC of the score (sklearn); None unless both good and defect images are present.
+    - recall_at_threshold / false_alarms_at_threshold: the shares of defect / good images whose score
+      exceeds `threshold` (set on training data only, e.g. held-back good images); None without one.
+    """
+    is_defect = np.asarray(is_defect, dtype=bool)
+    score = np.asarray(score, dtype=float)
+    both = is_defect.any() and (~is_defect).any()
+    flagged = score > threshold if threshold is not None else None
+    return {
+        "image_auroc": float(roc_auc_score(is_defect, score)) if both else None,
+        "recall_at_threshold": _share(flagged[is_defect]) if flagged is not None else None,
+        "false_alarms_at_threshold": _share(flagged[~is_defect]) if flagged is not None else None,
+        "threshold": threshold,
+    }
+
+
+def pixel_metrics(defect_probability: np.ndarray, truth: np.ndarray) -> dict:
+    """Localization over every pixel of every image: `defect_probability` (N x H x W floats) against
+    `truth` (N x H x W booleans; good images all False), at one common resolution.
+
+    - pixel_auroc: ROC AUC over all pixels (sklearn roc_auc_score).
+    - pixel_ap: average precision over all pixels (sklearn average_precision_score).
+    - pixel_f1_max: the best F1 over all thresholds of the precision-recall curve.
+    None when there is no defect pixel (or no background pixel)."""
+    y = np.asarray(truth, dtype=bool).ravel()
+    p = np.asarray(defect_probability, dtype=np.float32).ravel()
+    if y.shape != p.shape:
+        raise ValueError(f"probabilities have {p.size} pixels but the masks {y.size}")
+    if not y.any() or y.all():
+        return {"pixel_auroc": None, "pixel_ap": None, "pixel_f1_max": None}
+    precision, recall, _ = precision_recall_curve(y, p)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(precision),
+                   where=precision + recall > 0)
+    return {"pixel_auroc": float(roc_auc_score(y, p)), "pixel_ap": float(average_precision_score(y, p)),
+            "pixel_f1_max": float(f1.max())}

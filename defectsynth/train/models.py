@@ -2,6 +2,10 @@
 
     model, note = create_classifier("resnet18", num_classes=5, in_channels=3, weights="auto")
 
+Plain classifiers return N x C logits. Defect-map models (names ending in `_map`) return
+`DefectMaps(logits, maps)`: the same image logits plus N x C logits per cell at stride 4, where the
+channel of `good` means background; `model_outputs` turns either kind into (logits, maps or None).
+
 `weights`: "auto" (ImageNet weights when they can be loaded, else from scratch), "imagenet"
 (ImageNet weights or a one-line error), "none" (from scratch), or the path of a safetensors
 checkpoint written by this package. `note` says in one line which weights were used and why.
@@ -12,9 +16,11 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 from urllib.error import URLError
 
 import torch
+import torch.nn.functional as F
 import torchvision.models as tvm
 from safetensors.torch import load_file
 from torch import nn
@@ -57,6 +63,65 @@ def _classifier_last(builder, **kwargs):
     return build
 
 
+class DefectMaps(NamedTuple):
+    logits: torch.Tensor  # N x C image-class logits
+    maps: torch.Tensor  # N x C x H/4 x W/4 logits per cell; the `good` channel is background
+
+
+def model_outputs(out: torch.Tensor | DefectMaps) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(image logits, map logits or None) of either kind of model."""
+    return (out.logits, out.maps) if isinstance(out, DefectMaps) else (out, None)
+
+
+class MapNet(nn.Module):
+    """A mobilenet_v3 backbone with its own image head, plus an FPN-style decoder over its stride 4, 8,
+    16 and 32 features that predicts a class per cell at stride 4 (4 px at 128 px: thin leads survive).
+
+    The backbone keeps torchvision's attribute names (`features`, `avgpool`, `classifier`), so ImageNet
+    weights and the grayscale input adaptation apply unchanged; the decoder (depthwise-separable, width
+    `width`) costs a small fraction of the backbone."""
+
+    TAPS = (1, 3, 8, 12)  # indices into mobilenet_v3_small.features ending at stride 4, 8, 16, 32
+
+    def __init__(self, backbone: nn.Module, num_classes: int, width: int = 64):
+        super().__init__()
+        self.features, self.avgpool, self.classifier = backbone.features, backbone.avgpool, backbone.classifier
+        self.classifier[-1] = nn.Linear(self.classifier[-1].in_features, num_classes)
+        with torch.no_grad():
+            channels = [f.shape[1] for f in self._taps(torch.zeros(1, 3, 64, 64))]
+        self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in channels)
+        self.smooth = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1, groups=width, bias=False), nn.BatchNorm2d(width), nn.ReLU(True),
+            nn.Conv2d(width, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(True))
+        self.map_head = nn.Conv2d(width, num_classes, 1)
+
+    def _taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        taps = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in self.TAPS:
+                taps.append(x)
+        return taps
+
+    def forward(self, x: torch.Tensor) -> DefectMaps:
+        taps = self._taps(x)
+        logits = self.classifier(torch.flatten(self.avgpool(taps[-1]), 1))
+        fused = self.lateral[-1](taps[-1])
+        for tap, lateral in zip(taps[-2::-1], self.lateral[-2::-1], strict=True):
+            fused = lateral(tap) + F.interpolate(fused, size=tap.shape[-2:], mode="nearest")
+        return DefectMaps(logits, self.map_head(self.smooth(fused)))
+
+
+def _map_net(builder, **kwargs):
+    def build(num_classes: int) -> nn.Module:
+        return MapNet(builder(**kwargs), num_classes)
+    return build
+
+
+def has_map(name: str) -> bool:
+    return name.endswith("_map")
+
+
 register_model("resnet18", tvm.ResNet18_Weights.IMAGENET1K_V1)(_resnet(tvm.resnet18))
 register_model("resnet34", tvm.ResNet34_Weights.IMAGENET1K_V1)(_resnet(tvm.resnet34))
 register_model("resnet50", tvm.ResNet50_Weights.IMAGENET1K_V2)(_resnet(tvm.resnet50))
@@ -65,6 +130,9 @@ register_model("mobilenet_v3_small", tvm.MobileNet_V3_Small_Weights.IMAGENET1K_V
     _classifier_last(tvm.mobilenet_v3_small))
 # Half width, no ImageNet weights exist for it: the tiny model of the fast preset (tests, smoke runs).
 register_model("mobilenet_v3_small_050")(_classifier_last(tvm.mobilenet_v3_small, width_mult=0.5))
+register_model("mobilenet_v3_small_map", tvm.MobileNet_V3_Small_Weights.IMAGENET1K_V1)(
+    _map_net(tvm.mobilenet_v3_small))
+register_model("mobilenet_v3_small_050_map")(_map_net(tvm.mobilenet_v3_small, width_mult=0.5))
 
 
 def _first_conv(model: nn.Module) -> tuple[nn.Module, str]:

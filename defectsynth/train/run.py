@@ -3,9 +3,9 @@
 Split 0 of `--splits 1` is the workspace's own split. With K > 1 splits, split k is a random split
 (seed k, same shots) in the sub-workspace <work>/splits/<k>/, whose synthetic images are made again
 by generate() from that split's training defects only, and whose arms are rebuilt by rebalance()
-with each arm's recorded RebalanceConfig. All arms of one (split, seed) share the validation fold,
-the training seed and the number of samples drawn per epoch (that of the largest arm), so the
-comparison is between training sets, not between training budgets.
+with each arm's recorded RebalanceConfig. All arms of one (split, seed) share the held-back real images
+(`--val`, train/folds.py), the training seed and the number of samples drawn per epoch (that of the
+largest arm), so the comparison is between training sets, not between training budgets.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from accelerate import PartialState
 
-from defectsynth.balance import RebalanceConfig, load_training_set, rebalance
+from defectsynth.balance import RebalanceConfig, arms_problem, load_training_set, rebalance
 from defectsynth.data.cache import ImageCache
 from defectsynth.data.guard import check_no_leakage
 from defectsynth.data.manifest import Row
@@ -28,10 +28,13 @@ from defectsynth.device import pick_device
 from defectsynth.errors import DefectsynthError
 from defectsynth.report import summary_table, write_report
 from defectsynth.synth.partpose import training_augmentation
-from defectsynth.train.data import validation_fold, without_fold
-from defectsynth.train.evaluate import evaluate_heldout
+from defectsynth.train.data import without_fold
+from defectsynth.train.decide import CALIBRATED, DEFAULT_RULE
+from defectsynth.train.evaluate import evaluate_heldout, heldout_metrics
+from defectsynth.train.folds import DEFAULT_VAL, best_epoch
+from defectsynth.train.folds import plan as val_plan
 from defectsynth.train.loop import TrainConfig, train_classifier
-from defectsynth.train.metrics import compute_metrics
+from defectsynth.train.models import has_map
 from defectsynth.train.presets import preset as preset_settings
 from defectsynth.workspace import Workspace
 
@@ -46,6 +49,20 @@ class SplitSets:
     ws: Workspace
     split: Split
     arms: dict[str, tuple[list[Row], RebalanceConfig]]
+
+
+VALIDATION = {
+    "fold": "15% of each class's real training images (at least one shot per defect type) select the epoch; "
+            "their good images set the detection threshold; never test images",
+    "none": "every real defect shot trains, fixed schedule (last epoch); 15% of train/good is held back to "
+            "set the detection threshold; never test images",
+    "kfold": "3 folds over the real defect shots choose the epoch count, then a refit on every shot; 15% of "
+             "train/good is held back to set the detection threshold; never test images",
+}
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def run_name(arms: list[str], splits: int, seeds: int, model: str, size: int, epochs: int) -> str:
@@ -94,17 +111,21 @@ def sample_paths(sets: SplitSets) -> list[str]:
 def train_eval(ws: Workspace, arms: list[str] | None = None, splits: int = 1, seeds: int = 1,
                model: str | None = None, weights: str | None = None, size: int | None = None,
                epochs: int | None = None, device: str = "auto", preset: str = "default",
-               progress: bool = True, say=print, augment: str = "auto") -> dict:
+               progress: bool = True, say=print, val: str | None = None, augment: str = "auto") -> dict:
     """Train and evaluate every arm x split x seed, write the report; return {report_dir, runs, settings,
     summary (the rows of report.summary_table)}."""
     start = time.perf_counter()
-    arms = list(arms or DEFAULT_ARMS)
+    arms = list(DEFAULT_ARMS if arms is None else arms)
+    if arms_problem(arms):
+        raise DefectsynthError(f"--arms {','.join(arms)!r}: {arms_problem(arms)}")
     if splits < 1 or seeds < 1:
         raise DefectsynthError(f"--splits {splits} --seeds {seeds}: both must be 1 or more")
     settings = preset_settings(preset)
     for key, value in {"model": model, "weights": weights, "size": size, "epochs": epochs}.items():
         if value is not None:
             settings[key] = value
+    val = val or DEFAULT_VAL
+    val_plan([], val, 0)  # an unknown --val fails before any work
     # the augmentation follows the part: any angle for parts that lie at any angle (synth/partpose.py)
     goods = [r.path for r in ws.split(say=lambda _msg: None).real_rows("train") if r.label == "good"]
     part_pose, overrides = training_augmentation(goods, augment)
@@ -113,41 +134,62 @@ def train_eval(ws: Workspace, arms: list[str] | None = None, splits: int = 1, se
     parents = {arm: load_arm(ws, arm) for arm in arms}
     state = PartialState(cpu=pick_device(device).type == "cpu")
     cache = ImageCache(ws.cache_dir)
+    real = ws.split(say=lambda _msg: None).rows  # every real image: the training and held-out ones of any split
+    cache.warm([r.path for r in real] + [r.path for rows, _config in parents.values() for r in rows],
+               [r.mask for r in real if r.mask], settings["size"], progress)
     name = run_name(arms, splits, seeds, settings["model"], settings["size"], settings["epochs"])
+    name += "" if val == DEFAULT_VAL else f"-val{val}"
+    rule = DEFAULT_RULE if has_map(settings["model"]) else "image"
     runs, samples, notes = [], [], set()
     for k in range(splits):
         with state.main_process_first():
             sets = prepare_split(ws, k, splits, parents, progress)
         samples = samples or sample_paths(sets)
         for seed in range(seeds):
-            fold = validation_fold(sets.split.real_rows("train"), seed=seed)
+            spend = val_plan(sets.split.real_rows("train"), val, seed)
+            fold = spend.held_back
             train_sets = {arm: check_no_leakage(without_fold(rows, fold), sets.split, f"train-eval {arm}")
                           for arm, (rows, _config) in sets.arms.items()}
             budget = max(len(rows) for rows in train_sets.values())
             for arm in arms:
                 config = TrainConfig(**settings, seed=seed, device=device, samples_per_epoch=budget)
                 out_dir = ws.root / "classifiers" / name / arm / f"split{k}-seed{seed}"
-                result = train_classifier(train_sets[arm], fold, sets.split.classes, cache, config,
-                                          sets.arms[arm][1], out_dir, progress=progress,
-                                          description=f"{arm} split {k + 1}/{splits} seed {seed}")
+                what = f"{arm} split {k + 1}/{splits} seed {seed}"
+                extra_s, stop = 0.0, None
+                if spend.kfolds:  # choose the epoch count on the shots' folds, then refit on every shot
+                    histories = []
+                    for j, kfold in enumerate(spend.kfolds):
+                        r = train_classifier(without_fold(train_sets[arm], kfold), kfold, sets.split.classes,
+                                             cache, config, sets.arms[arm][1], out_dir / f"fold{j}",
+                                             progress=progress, description=f"{what} fold {j + 1}")
+                        histories.append(r.history)
+                        extra_s += r.wall_s
+                    stop = best_epoch(histories)
+                    config.stop_epoch = stop
+                result = train_classifier(train_sets[arm], spend.val, sets.split.classes, cache, config,
+                                          sets.arms[arm][1], out_dir, progress=progress, description=what,
+                                          calibration_rows=spend.calibration)
                 preds = evaluate_heldout(result.checkpoint, sets.split, train_sets[arm] + fold, cache, device)
-                metrics = compute_metrics(preds.y_true, preds.y_pred, sets.split.classes, scores=preds.scores)
+                metrics, rules = heldout_metrics(preds, cache)
                 notes.add(result.weights_note)
-                runs.append({"arm": arm, "split": k, "seed": seed, "metrics": metrics,
-                             "weights_note": result.weights_note, "wall_s": round(result.wall_s, 1),
-                             "train_size": result.train_size, "val_size": len(fold),
+                runs.append({"arm": arm, "split": k, "seed": seed, "metrics": metrics, "rules": rules,
+                             "weights_note": result.weights_note, "wall_s": round(result.wall_s + extra_s, 1),
+                             "train_size": result.train_size, "val_size": len(spend.val),
+                             "calibration_size": len(spend.calibration), "kfold_epoch": stop,
                              "best_epoch": result.best_epoch, "val_balanced_accuracy": result.val_score,
                              "test_size": len(preds.rows), "checkpoint": str(result.checkpoint)})
+                pixel = metrics.get("pixel_auroc")
                 say(f"{arm:<12} split {k} seed {seed}: balanced accuracy {metrics['balanced_accuracy']:.3f}, "
-                    f"defect-type accuracy {metrics['defect_type_accuracy']:.3f} "
-                    f"(best epoch {result.best_epoch}, {result.wall_s:.0f} s)")
+                    f"false alarms {metrics['false_alarm_rate']:.3f}, image AUROC "
+                    f"{_num(metrics['image_auroc'])}, pixel AUROC {_num(pixel)} "
+                    f"(epoch {result.best_epoch}, {result.wall_s + extra_s:.0f} s)")
     base = ws.split(say=lambda _msg: None)
     doc = {**settings, "preset": preset, "arms": arms, "splits": splits, "seeds": seeds, "device": device,
            "protocol": base.protocol if splits == 1 else "random (seed = split index)", "shots": base.shots,
            "data": str(ws.data), "work": str(ws.root), "run": name, "weights_notes": sorted(notes),
            "samples_per_epoch": "the largest arm's training size, for every arm of a split",
-           "validation": "15% of each class's real training images (at least one), never test images",
-           "part_pose": part_pose,
+           "val": val, "rule": f"{rule}, {'calibrated' if CALIBRATED else 'argmax'}",
+           "validation": VALIDATION[val], "part_pose": part_pose,
            "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
            "wall_s": round(time.perf_counter() - start, 1)}
     report_dir = ws.report_dir(name)
