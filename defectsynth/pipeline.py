@@ -15,8 +15,9 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-from defectsynth.balance import rebalance
-from defectsynth.data.split import load_split, make_split, save_split
+from defectsynth.balance import ORIGINAL, rebalance
+from defectsynth.data.split import Split, load_split, make_split, save_split
+from defectsynth.errors import DefectsynthError
 from defectsynth.io import write_text
 from defectsynth.recipe import Recipe
 from defectsynth.synth.generate import generate
@@ -79,6 +80,24 @@ def prepare_split(ws: Workspace, recipe: Recipe, say: Callable[[str], None]):
     return wanted
 
 
+def check_names(ws: Workspace, split: Split, recipe: Recipe) -> None:
+    """The classes the generate steps name and the arms train_eval compares, checked before any step runs,
+    so that a typo stops the recipe now rather than after generating and rebalancing."""
+    for i, step in enumerate(recipe.generate):
+        if step.label != "all" and step.label not in split.defect_classes:
+            raise DefectsynthError(f"recipe generate.{i}.class = {step.label!r}: not a defect class of {ws.data}; "
+                                   f"use one of: {', '.join(split.defect_classes)} (or all)")
+    if recipe.train_eval is None:
+        return
+    made = {*recipe.rebalance, ORIGINAL} if recipe.rebalance else set()
+    for arm in recipe.train_eval.arms:
+        if arm not in made and not ws.training_csv(arm).is_file():
+            have = sorted(made | {p.stem for p in (ws.root / "training").glob("*.csv")})
+            raise DefectsynthError(f"recipe train_eval.arms: {arm!r} is made by no rebalance step and is not in "
+                                   f"{ws.root / 'training'}; use one of: {', '.join(have) or '(none yet)'}, or add "
+                                   f"a rebalance step named {arm}")
+
+
 @contextmanager
 def timed(timings: dict[str, float] | None, stage: str):
     start = time.perf_counter()
@@ -97,6 +116,7 @@ def run_recipe(recipe: Recipe, data: Path | None = None, work: Path | None = Non
     say(f"workspace: {ws.root}")
     with timed(timings, "split"):
         split = prepare_split(ws, recipe, say)
+    check_names(ws, split, recipe)
 
     for step in recipe.generate:
         for label in split.defect_classes if step.label == "all" else [step.label]:

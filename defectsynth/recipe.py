@@ -20,7 +20,7 @@ from typing import Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from defectsynth.balance import RebalanceConfig
+from defectsynth.balance import RebalanceConfig, arms_problem
 from defectsynth.errors import DefectsynthError
 
 
@@ -64,6 +64,14 @@ class TrainEvalSection(Strict):
     epochs: Optional[int] = Field(None, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
+    @field_validator("arms")
+    @classmethod
+    def _arms(cls, value: list[str]):
+        problem = arms_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
 
 class Recipe(Strict):
     name: str
@@ -106,6 +114,12 @@ def load_recipe(path: Path) -> Recipe:
         doc = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise DefectsynthError(f"recipe {path} not found; see recipes/ for examples") from None
+    except IsADirectoryError:
+        raise DefectsynthError(f"recipe {path} is a folder; pass a recipe file, e.g. {path / 'demo.yaml'}") from None
+    except UnicodeDecodeError as e:
+        raise DefectsynthError(f"{path}: not UTF-8 text (byte {e.start}); save the recipe as UTF-8") from None
+    except OSError as e:
+        raise DefectsynthError(f"recipe {path}: cannot read it ({e.strerror})") from None
     except yaml.YAMLError as e:
         raise DefectsynthError(f"{path}: not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
     if not isinstance(doc, dict):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from defectsynth.data.layout import missing_data_message
-from defectsynth.data.split import Split, load_split, make_split, save_split
+from defectsynth.data.split import Split, check_split, load_split, make_split, save_split
 from defectsynth.errors import DefectsynthError
 
 DEFAULT_DATA = Path("data/transistor")
@@ -82,4 +82,5 @@ class Workspace:
         if split.data_root != self.data:
             raise DefectsynthError(f"{self.split_json} was made for {split.data_root}, not {self.data}; "
                                    "pass that --data, another --work, or re-run 'defectsynth split'")
+        check_split(split, self.split_json)
         return split

@@ -90,6 +90,17 @@ def load_training_set(ws: Workspace, name: str) -> tuple[list[Row], RebalanceCon
     return rows, config
 
 
+def arms_problem(arms: list[str]) -> str | None:
+    """What is wrong with a list of training sets to compare (train-eval's --arms, a recipe's arms), or None.
+    An arm named twice would train twice and report a spread of 0 that measures nothing."""
+    if not arms:
+        return "name at least one training set to compare, e.g. original,balanced"
+    twice = sorted({a for a in arms if arms.count(a) > 1})
+    if twice:
+        return f"{twice[0]} is named twice; name each training set once"
+    return None
+
+
 def _check_name(name: str, config: RebalanceConfig) -> None:
     if not NAME.fullmatch(name):
         raise DefectsynthError(f"--name {name!r}: use letters, digits, '_', '-' or '.', starting with a letter "

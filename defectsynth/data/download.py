@@ -48,6 +48,9 @@ def download(category: str, root: Path, archive: Path | None = None, sha256: str
              verify: bool = True, progress: bool = True, say: Callable[[str], None] = print) -> Path:
     """Make sure <root>/<category> exists, downloading and/or extracting the archive as needed."""
     root = Path(root)
+    if not category or category in (".", "..") or "/" in category or "\\" in category or "\0" in category:
+        raise DefectsynthError(f"--category {category!r}: give a category name (a folder name such as transistor), "
+                               "not a path; put the folder elsewhere with --root")
     target = root / category
     if archive is None and category not in CATEGORIES:
         raise DefectsynthError(f"--category {category}: not an MVTec AD category; choose one of "

@@ -36,6 +36,10 @@ def mask_path(root: Path, label: str, image: Path) -> Path:
 
 
 def missing_data_message(root: Path) -> str:
+    if root.exists():
+        holder = next((p for p in root.parents if (p / "train").is_dir() and (p / "test").is_dir()), None)
+        return (f"data folder {root} is a file, not a folder; pass the category folder that holds train/ and "
+                f"test/{f', here {holder}' if holder else ''}")
     return (
         f"data folder {root} not found; download MVTec AD with "
         f"'defectsynth data download --category {root.name} --root {root.parent}', "

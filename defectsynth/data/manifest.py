@@ -52,9 +52,22 @@ def read_manifest(path: Path) -> list[Row]:
     path = Path(path)
     if not path.is_file():
         raise DefectsynthError(f"manifest {path} not found")
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+    damaged = ("; defectsynth writes it whole, so it was changed or cut short elsewhere: restore it, or delete it "
+               "and re-run the command that wrote it")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DefectsynthError(f"{path}: not UTF-8 text (byte {e.start}){damaged}") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
         missing = [c for c in ("path", "label", "split", "source") if c not in (reader.fieldnames or [])]
         if missing:
             raise DefectsynthError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(COLUMNS)}")
-        return [Row(**{c: (r.get(c) or "") for c in COLUMNS}) for r in reader]
+        records = list(reader)
+    except csv.Error as e:
+        raise DefectsynthError(f"{path}: not a valid CSV ({e}){damaged}") from None
+    # Every row we write ends with a newline: a last line without one that is short of fields, or stops
+    # inside a quoted field, is a file cut short (a hand-made CSV may just lack the final newline).
+    if records and not text.endswith("\n") and (text.count('"') % 2 or None in records[-1].values()):
+        raise DefectsynthError(f"{path}: its last line (line {reader.line_num}) is incomplete{damaged}")
+    return [Row(**{c: (r.get(c) or "") for c in COLUMNS}) for r in records]

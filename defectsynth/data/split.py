@@ -3,6 +3,9 @@
 For each defect type, `shots` real defects go to train (the first ones by file name, the
 published protocol, or a seeded random choice); the rest are held out for evaluation.
 MVTec train/good is for training and test/good is held out.
+
+A split.json is checked against its protocol when it is read, so a hand edit cannot pass for the
+published protocol; a hand-made split says `"protocol": "custom"` and is reported as such.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from defectsynth.errors import DefectsynthError
 from defectsynth.io import write_text
 
 PROTOCOLS = ("first", "random")
+CUSTOM = "custom"  # a hand-made split.json: used as it is, and reports say so
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,34 @@ def save_split(split: Split, path: Path) -> None:
                    for r in split.rows],
     }
     write_text(path, json.dumps(doc, indent=1) + "\n")
+
+
+def check_split(split: Split, path: Path) -> None:
+    """Refuse a split that is not what its protocol makes on its data folder (unless it says custom), and
+    any split that leaves a class without a training image or without a held-out one."""
+    for label in split.classes:
+        for part in ("train", "test"):
+            if not any(r.label == label and r.split == part for r in split.rows):
+                raise DefectsynthError(f"{path}: {label} has no {part}-split image; every class needs a training "
+                                       "image and a held-out one; re-run 'defectsynth split' or fix the file")
+    unknown = sorted({r.label for r in split.rows} - set(split.classes)) + \
+        sorted({r.split for r in split.rows} - {"train", "test"})
+    if unknown:
+        raise DefectsynthError(f"{path}: {unknown[0]!r} is not one of its classes or of train/test; "
+                               "re-run 'defectsynth split' or fix the file")
+    if split.protocol == CUSTOM:
+        return
+    expected = {r.path: r.split for r in make_split(split.data_root, split.shots, split.protocol, split.seed).rows}
+    found = {r.path: r.split for r in split.rows}
+    for image in sorted(expected.keys() | found.keys()):
+        if expected.get(image) != found.get(image):
+            rel = Path(image).relative_to(split.data_root) if Path(image).is_relative_to(split.data_root) else image
+            what = f"it lists {rel} as {found[image]}" if image in found else f"it does not list {rel}"
+            makes = f"makes it {expected[image]}" if image in expected else "does not list it"
+            raise DefectsynthError(
+                f"{path} is not the {split.protocol} split it declares (shots {split.shots}, seed {split.seed}): "
+                f"{what}, which the protocol {makes}; re-run 'defectsynth split', or, for a hand-made split, "
+                f'set "protocol": "{CUSTOM}" in it (reports then call it custom)')
 
 
 def load_split(path: Path) -> Split:
