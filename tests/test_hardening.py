@@ -26,7 +26,7 @@ from defectsynth.data.guard import check_no_leakage
 from defectsynth.data.manifest import read_manifest, write_manifest
 from defectsynth.errors import DefectsynthError, LeakageError
 from defectsynth.io import read_image, write_png
-from defectsynth.synth.generate import generate, read_synthetic
+from defectsynth.synth.generate import generate
 from defectsynth.workspace import Workspace
 
 runner = CliRunner()
@@ -138,9 +138,14 @@ def test_03_04_generate_refuses_a_mask_that_data_check_flags(category, tmp_path,
     assert flagged == [f"{mask}: {what} — " + flagged[0].split(" — ")[1]]
     work = tmp_path / "work"
     result, out = cli("generate", "--data", category, "--work", work, "--class", "bent_lead", "--n", "3")
-    line = one_line_error(result, out)
-    assert " ".join(line.split()).removeprefix("error: ").startswith(" ".join(flagged[0].split()))
+    said = " ".join(flagged[0].split())
+    assert " ".join(one_line_error(result, out).split()).removeprefix("error: ").startswith(said)
     assert not list((work / "synthetic").rglob("*.png")) if (work / "synthetic").exists() else True
+    # so does training a learned generator, before it trains
+    result, out = cli("fit", "--method", "gan", "--preset", "tiny", "--device", "cpu", "--data", category,
+                      "--work", work)
+    assert " ".join(one_line_error(result, out).split()).removeprefix("error: ").startswith(said)
+    assert not (work / "models").exists()
     # the other classes still generate
     result, out = cli("generate", "--data", category, "--work", work, "--class", "cut_lead", "--n", "2")
     assert result.exit_code == 0, out

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import torch
 
+from defectsynth.data.check import require_usable_defects
 from defectsynth.data.guard import train_rows
 from defectsynth.data.split import Split
 from defectsynth.errors import DefectsynthError
@@ -38,7 +39,9 @@ def fit_generator(ws: Workspace, split: Split, method: str, preset: str | None =
                   seed: int = 0, progress: bool = True, **overrides) -> Generator:
     """Train `method` on the split's train images and save it to ws.model_dir(method)."""
     gen = _create(ws, split, method, resolve_preset(preset), device, seed, progress, **overrides)
-    gen.fit(train_rows(split, f"fit {method}"))
+    rows = train_rows(split, f"fit {method}")
+    require_usable_defects(rows)
+    gen.fit(rows)
     gen.save(ws.model_dir(method))
     return gen
 
