@@ -105,22 +105,23 @@ def alpha_blend(target: np.ndarray, patch: np.ndarray, region: np.ndarray, top: 
 def _overwritten(window: np.ndarray, patch: np.ndarray, region: np.ndarray, side: int) -> np.ndarray:
     """Where, near the pasted region, the good image under the patch shows what the source does not (each
     a pixel or two either way): the good part's own structure that the defect moved or removed. Compared
-    at the part model's working resolution, where two pixels of slack are enough."""
+    at the part model's working resolution."""
     h, w = region.shape
     f = min(1.0, WORK_SIDE / side)
     size = (max(4, round(w * f)), max(4, round(h * f)))
+    slack = max(1, round(side * f / 128))  # 2 px at the working resolution of a large image
     a = _lab(cv2.resize(_as_channels(patch, window), size, interpolation=cv2.INTER_AREA))
     b = _lab(cv2.resize(window, size, interpolation=cv2.INTER_AREA))
     small = cv2.resize(region.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
     diff = np.full(small.shape, np.inf, np.float32)
-    for dy in range(-2, 3):
-        for dx in range(-2, 3):
+    for dy in range(-slack, slack + 1):
+        for dx in range(-slack, slack + 1):
             m = np.float32([[1, 0, dx], [0, 1, dy]])
             d = a - cv2.warpAffine(b, m, size, borderMode=cv2.BORDER_REPLICATE)
             diff = np.minimum(diff, np.sqrt(np.einsum("...k,...k->...", d, d)))
     changed = cv2.morphologyEx((diff > THRESHOLD).astype(np.uint8), cv2.MORPH_OPEN, _disk(1))
     _, labels = cv2.connectedComponents(changed)
-    touch = cv2.dilate(small, _disk(3)) > 0
+    touch = cv2.dilate(small, _disk(2 * slack)) > 0
     hit = np.unique(labels[touch & (changed > 0)])
     near = cv2.dilate(small, _disk(REACH * side * f)) > 0
     found = (np.isin(labels, hit[hit > 0]) & near).astype(np.uint8)
@@ -258,7 +259,7 @@ class CutPaste(Generator):
             plain = self._plain_background(src_path, source) if reliable else np.zeros_like(mask)
             placement = self.placement
             if placement == "pose":
-                to_good = self.poses.transfer(src_path, source, good_path, good)
+                to_good = self.poses.transfer(src_path, source, good_path, good, ignore=region)
                 moved = None if to_good is None else [
                     cv2.warpAffine(m.astype(np.uint8), to_good, (w, h), flags=cv2.INTER_NEAREST) > 0
                     for m in (mask, region, plain)]
@@ -285,8 +286,11 @@ class CutPaste(Generator):
             base, pasted = good, region_t
             if reliable:
                 # the good part's own structure next to the defect, where the source shows bare background
-                # (its straight lead, where the source's lead was bent away), is rebuilt as background
-                clear = _overwritten(good[top:top + ph, left:left + pw], patch, region_t, side) & plain_t
+                # (its straight lead, where the source's lead was bent away), is rebuilt as background;
+                # where both show background (holes a little apart, say) nothing needs rebuilding
+                window = (slice(top, top + ph), slice(left, left + pw))
+                bare = self._plain_background(good_path, good)[window]
+                clear = _overwritten(good[window], patch, region_t, side) & plain_t & ~bare
                 if clear.any():
                     full = np.zeros((h, w), np.uint8)
                     full[top:top + ph, left:left + pw] = clear
@@ -318,7 +322,9 @@ class CutPaste(Generator):
             # pose: the source was already carried into the good image's part frame
             sy, sx = self._offset(*source) if placement == "aligned" else (0, 0)
             gy, gx = self._offset(good_path, good) if placement == "aligned" else (0, 0)
-            jitter = self.config["jitter"] * min(h, w)
+            # pose registration is accurate to well under 1% of the side: a smaller jitter keeps a thread
+            # defect on the thread; aligned placement's jitter also covers its offset's error
+            jitter = self.config["jitter"] * min(h, w) * (0.25 if placement == "pose" else 1.0)
             top = at[0] + gy - sy + rng.normal(0, jitter)
             left = at[1] + gx - sx + rng.normal(0, jitter)
         elif placement == "object":
