@@ -7,10 +7,12 @@ and held-out defects). The "real" row trains on the few real train defects, repe
 reference. Held-out defects per class are few (7 on transistor: one image is 14 points), so read the
 per-class figures as coarse. Diversity: mean pairwise RMS distance (0-255 scale) between crops around
 the defect masks, resized to 64 px; the "held-out" row is the same figure for the real held-out defects.
-Placement: the share of each synthetic defect mask that lies on the part of the good image it was made on
-(mask ∩ part / mask area; the part found as in defectsynth/synth/partpose.py, grown by 2% of the image
-side, since masks are drawn a little generously); per class, the share of masks at least 0.9 on the part
-and the mean. A texture has no part: every mask is on it. `--placement-only` skips the TSTR training.
+Placement: the share of each synthetic defect mask that lies on the part (mask ∩ part / mask area), the
+part being where it is in the good image the defect was pasted on or in the synthetic image itself (a
+missing piece was on the first, a bent one is on the second), found as in defectsynth/synth/partpose.py
+and grown by 2% of the image side, since masks are drawn a little generously; per class, the share of
+masks at least 0.9 on the part and the mean. A texture has no part: every mask is on it.
+`--placement-only` skips the TSTR training.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/quality.py --data ../shared/data/mvtec_ad_512/transistor \
         --work runs/learned-real/ws --preset cpu
@@ -58,15 +60,7 @@ def diversity(crops: list[np.ndarray]) -> float:
 
 
 ON_PART = 0.9  # a mask counts as on the part when at least this share of its area is
-PART_MARGIN = 0.02  # share of the image side the part is grown by
-
-
-def on_part(poses: PartPoses, mask: np.ndarray, good_path: str) -> float:
-    """Share of `mask` on the part of the good image `good_path`."""
-    part = poses.foreground(read_image(Path(good_path))).astype(np.uint8)
-    r = max(1, round(PART_MARGIN * min(mask.shape)))
-    part = cv2.dilate(part, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))) > 0
-    return float((mask & part).sum() / max(1, mask.sum()))
+PART_MARGIN = 0.02  # share of the image side the part is grown by (PartPoses.on_part)
 
 
 def good_parent(sample, goods: set[str]) -> str:
@@ -171,8 +165,9 @@ def main() -> None:
                 t = time.perf_counter()
                 samples = list(gen.sample(c, args.n, np.random.default_rng([0, k])))
                 sample_s[c] = time.perf_counter() - t
-                placements.setdefault(method, {})[c] = [on_part(poses, s.mask, good_parent(s, set(goods)))
-                                                        for s in samples]
+                placements.setdefault(method, {})[c] = [
+                    poses.on_part(s.mask, read_image(Path(good_parent(s, set(goods)))), s.image, margin=PART_MARGIN)
+                    for s in samples]
                 images[c] = [small(s.image, args.size) for s in samples]
                 crops[c] = [defect_crop(s.image, s.mask) for s in samples]
         if args.placement_only:

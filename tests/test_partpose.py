@@ -94,3 +94,80 @@ def test_training_augmentation_follows_the_part(rotated_root, demo_root):
     assert training_augmentation(goods(rotated_root), "fixed")[1] == {}
     with pytest.raises(DefectsynthError, match="--augment"):
         training_augmentation([], "sideways")
+
+
+def _fitted(root: Path, tmp_path: Path, **options):
+    from defectsynth.data.guard import train_rows
+    from defectsynth.synth.cutpaste import CutPaste
+    from defectsynth.workspace import Workspace
+
+    ws = Workspace.open(root, tmp_path / f"work-{root.name}")
+    gen = CutPaste(**options)
+    gen.fit(train_rows(ws.split(say=lambda _m: None), "test"))
+    return gen
+
+
+def gen_split(root: Path, tmp_path: Path):
+    from defectsynth.workspace import Workspace
+
+    return Workspace.open(root, tmp_path / f"work-{root.name}").split(say=lambda _m: None)
+
+
+def test_cutpaste_follows_the_part_pose_on_the_rotated_demo(tmp_path):
+    # 256 px: at 128 the screw's pointed tip is a pixel or two wide and the part's outline (the yardstick
+    # here) loses it, so bent-front masks read about 0.88 on the part however well they are placed
+    root = make_demo(tmp_path / "screw", seed=0, kind="rotated", **{**SMALL, "size": 256, "n_per_defect": 4})
+    gen = _fitted(root, tmp_path)
+    assert gen.placement == "pose" and "placement pose (auto)" in gen.notes("scratch_head")[0]
+    aligned = _fitted(root, tmp_path, placement="aligned")
+    shares = {"pose": [], "aligned": []}
+    for k, label in enumerate(kind_of("rotated")[0]):
+        for name, g in (("pose", gen), ("aligned", aligned)):
+            for s in g.sample(label, 10, np.random.default_rng([1, k])):
+                good = read_image(s.params["good"])
+                shares[name].append(gen.poses.on_part(s.mask, good, s.image))
+                if name == "pose":
+                    assert s.params["placement_used"] == "pose" and s.params["pose_kind"] == "rotating"
+    on = {name: np.mean(np.array(v) >= 0.9) for name, v in shares.items()}
+    # copying image coordinates puts most defects beside a part that lies elsewhere; following the pose does not
+    assert on["pose"] >= 0.95 and on["aligned"] < 0.5, on
+
+    # the pose generator: a turned screw is no defect, a missing one is (the symmetric screw is never flipped)
+    from defectsynth.data.guard import train_rows
+    from defectsynth.synth.pose import Pose as PoseGenerator
+
+    pose = PoseGenerator()
+    pose.fit([r for r in train_rows(gen_split(root, tmp_path), "test") if r.label == "good"])
+    assert list(pose.modes) == ["missing"] and "only: missing" in pose.notes("x")[0]
+    for s in pose.sample("missing_screw", 2, np.random.default_rng(0)):
+        good = read_image(s.params["good"])
+        assert gen.poses.foreground(good).mean() > 0.02 and gen.poses.on_part(s.mask, good) > 0.9
+
+
+def test_texture_places_defects_anywhere_and_says_so(tmp_path):
+    root = make_demo(tmp_path / "fabric", seed=0, kind="texture", **{**SMALL, "n_per_defect": 4})
+    gen = _fitted(root, tmp_path)
+    assert gen.placement == "anywhere" and "texture" in gen.notes("hole")[0] and "anywhere" in gen.notes("hole")[0]
+    centres = []
+    for s in gen.sample("hole", 24, np.random.default_rng(0)):
+        assert s.params["placement_used"] == "anywhere"
+        ys, xs = np.nonzero(s.mask)
+        centres.append((ys.mean(), xs.mean()))
+    centres = np.array(centres) / 128
+    # from 3 source holes, anywhere on the fabric: spread over the picture, not stacked where the sources were
+    assert centres.std(axis=0).min() > 0.15 and (centres.min(axis=0) < 0.3).all() and (centres.max(axis=0) > 0.7).all()
+
+
+def test_fixed_part_keeps_aligned_placement_byte_for_byte(workspace):
+    from defectsynth.data.guard import train_rows
+    from defectsynth.synth.cutpaste import CutPaste
+
+    rows = train_rows(workspace.split(say=lambda _m: None), "test")
+    auto, aligned = CutPaste(), CutPaste(placement="aligned")
+    auto.fit(rows)
+    aligned.fit(rows)
+    assert auto.placement == "aligned" and "fixed part" in auto.notes("cut_lead")[0] and aligned.notes("cut_lead")[:1] != \
+        auto.notes("cut_lead")[:1]
+    for a, b in zip(auto.sample("cut_lead", 4, np.random.default_rng(3)),
+                    aligned.sample("cut_lead", 4, np.random.default_rng(3)), strict=True):
+        assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask)

@@ -151,7 +151,7 @@ class PartPoses:
         self.usual_angle = ref[4]  # the template's frame: the reference part's axis
         self.template = self._canonical(ref[0], ref[2], ref[3], ref[4], False)
         for _ in range(2):  # register to the reference, then to the median of the registered parts
-            poses = [self._register(*d) for d in data]
+            poses = [self._register(d) for d in data]
             self.template = np.median(np.stack([self._canonical(d[0], p.cx, p.cy, p.angle, p.flip)
                                                 for d, p in zip(data, poses, strict=True)]), axis=0)
         self.angles = [p.angle for p in poses]
@@ -214,29 +214,38 @@ class PartPoses:
         m = Pose(cx, cy, angle, flip).matrix() @ np.array([[1, 0, -half], [0, 1, -half], [0, 0, 1.0]])
         return cv2.warpAffine(part, m[:2], (self.patch, self.patch), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
 
-    def _register(self, part, blob, cx, cy, axis, elongation) -> Pose:
+    def _register(self, data, valid: np.ndarray | None = None) -> Pose:
+        """The pose of one prepared image; `valid` (float, work size) leaves out where it is 0 (a defect)."""
+        part, _blob, cx, cy, axis, _elongation = data
+
+        def fit(a: float, f: bool) -> float:
+            if valid is None:
+                return _ncc(self.template, self._canonical(part, cx, cy, a, f))
+            keep = self._canonical(valid, cx, cy, a, f)
+            return _ncc(self.template * keep, self._canonical(part, cx, cy, a, f) * keep)
+
         # every 10 degrees: a blob's axis is a poor guide when the blob takes in background (a board's stripes)
-        fits = [(_ncc(self.template, self._canonical(part, cx, cy, a, f)), a, f)
-                for a in axis + np.arange(0, 360, 10.0) for f in (False, True)]
+        fits = [(fit(a, f), a, f) for a in axis + np.arange(0, 360, 10.0) for f in (False, True)]
         plain = max((t for t in fits if not t[2]), key=lambda t: t[0])
         mirrored = max((t for t in fits if t[2]), key=lambda t: t[0])
         _score, angle, flip = mirrored if mirrored[0] > plain[0] + FLIP_MARGIN else plain
-        best = self._refine(part, cx, cy, angle, flip)
+        best = self._refine(part, cx, cy, angle, flip, valid)
         # a (nearly) symmetric part or a busy background can make a turned fit about as good as the
         # template's own orientation; then the part is taken to lie as the template does
-        if _ncc(self.template, self._canonical(part, cx, cy, self.usual_angle, False)) < plain[0] - 0.2:
+        if fit(self.usual_angle, False) < plain[0] - 0.2:
             return best  # clearly turned: not worth refining the usual orientation
-        usual = self._refine(part, cx, cy, self.usual_angle, False)
+        usual = self._refine(part, cx, cy, self.usual_angle, False, valid)
         return usual if usual.score >= best.score - FLIP_MARGIN else best
 
-    def _refine(self, part, cx, cy, angle, flip) -> Pose:
+    def _refine(self, part, cx, cy, angle, flip, valid: np.ndarray | None = None) -> Pose:
         """The pose near (angle, flip) that best fits the template (cv2.findTransformECC, Euclidean)."""
         moving = self._canonical(part, cx, cy, angle, flip)
+        keep = None if valid is None else (self._canonical(valid, cx, cy, angle, flip) > 0.5).astype(np.uint8)
         warp = np.eye(2, 3, dtype=np.float32)
         try:
             score, warp = cv2.findTransformECC(self.template.astype(np.float32), moving.astype(np.float32), warp,
                                                cv2.MOTION_EUCLIDEAN,
-                                               (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-4), None, 5)
+                                               (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-4), keep, 5)
         except cv2.error:  # did not converge: keep the coarse pose
             score, warp = _ncc(self.template, moving), np.eye(2, 3, dtype=np.float32)
         # moving(warp(u)) ~ template(u): compose the warp (patch pixels) into the pose
@@ -248,14 +257,15 @@ class PartPoses:
         new_angle = float(np.rad2deg(np.arctan2(r[0, 1], r[0, 0])))
         return Pose(float(m[0, 2]), float(m[1, 2]), new_angle % 360, flip, True, float(score))
 
-    def pose(self, path: str, image: np.ndarray) -> Pose:
+    def pose(self, path: str, image: np.ndarray, ignore: np.ndarray | None = None) -> Pose:
         """The part's pose in `image` (its own pixels), cached by `path`; found=False for a texture or when
-        no part is seen."""
+        no part is seen. `ignore` (bool, image size): a defect's region, left out of the registration so
+        that a bent or missing piece does not pull the pose."""
         if path not in self._cache:
-            self._cache[path] = self._measure(image)
+            self._cache[path] = self._measure(image, ignore)
         return self._cache[path]
 
-    def _measure(self, image: np.ndarray) -> Pose:
+    def _measure(self, image: np.ndarray, ignore: np.ndarray | None = None) -> Pose:
         h, w = image.shape[:2]
         if self.kind == "texture":
             return Pose(w / 2, h / 2, 0.0, False, found=False)
@@ -263,17 +273,34 @@ class PartPoses:
         data = self._prepare(small)
         if data is None:
             return Pose(w / 2, h / 2, 0.0, False, found=False)
-        p = self._register(*data)
+        valid = None
+        if ignore is not None and ignore.any():
+            defect = cv2.resize(ignore.astype(np.float32), small.shape[1::-1], interpolation=cv2.INTER_AREA) > 0
+            valid = 1.0 - cv2.dilate(defect.astype(np.uint8), _disk(min(small.shape[:2]) / 64)).astype(np.float32)
+        p = self._register(data, valid)
         # work pixels -> image pixels (pixel centres line up at (i + 0.5) / f - 0.5)
         sx, sy = w / small.shape[1], h / small.shape[0]
         return Pose((p.cx + 0.5) * sx - 0.5, (p.cy + 0.5) * sy - 0.5, p.angle, p.flip, True, p.score)
 
-    def transfer(self, src_path: str, src: np.ndarray, dst_path: str, dst: np.ndarray) -> np.ndarray | None:
-        """2x3 affine from `src` pixels to the same place on the part in `dst`; None when either has no part."""
-        a, b = self.pose(src_path, src), self.pose(dst_path, dst)
+    def transfer(self, src_path: str, src: np.ndarray, dst_path: str, dst: np.ndarray,
+                 ignore: np.ndarray | None = None) -> np.ndarray | None:
+        """2x3 affine from `src` pixels to the same place on the part in `dst`; None when either has no part.
+        `ignore`: the source's defect region (see pose())."""
+        a, b = self.pose(src_path, src, ignore), self.pose(dst_path, dst)
         if not (a.found and b.found):
             return None
         return transfer_matrix(a, b)
+
+    def on_part(self, mask: np.ndarray, *images: np.ndarray, margin: float = 0.02) -> float:
+        """Share of `mask` on the part as it is in any of `images` (grown by `margin` of the image side,
+        since masks are drawn a little generously); 1.0 for a texture. For a synthetic defect, pass the
+        good image it was made on and the synthetic image: a missing piece was on the first, a bent one
+        is on the second."""
+        part = np.zeros(mask.shape, np.uint8)
+        for image in images:
+            part |= self.foreground(image).astype(np.uint8)
+        part = cv2.dilate(part, _disk(margin * min(mask.shape))) > 0
+        return float((mask & part).sum() / max(1, mask.sum()))
 
     def foreground(self, image: np.ndarray) -> np.ndarray:
         """Where the part is in `image` (bool, image size); everything for a texture."""

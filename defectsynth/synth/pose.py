@@ -4,6 +4,11 @@ The part is segmented with PartModel (defectsynth/synth/part.py). Where the part
 is rebuilt from the image itself, shifted by whole periods of its own pattern (a perforated board
 repeats every few millimetres), with cv2.inpaint for what that cannot reach. The moved part is pasted
 back with a feathered edge. The mask is the union of where the part should be and where it is.
+
+A part that lies at any angle (synth/partpose.py measures that from the good images) is found by its
+own outline instead, and turning or moving it makes no defect: for it, `rotated` and `shifted` give way
+to `flipped`, the part mirrored across its own axis in place (a nut turned upside down), which is a
+defect unless the part is mirror-symmetric; `missing` stays.
 """
 
 from __future__ import annotations
@@ -20,9 +25,12 @@ from defectsynth.io import read_image
 from defectsynth.synth.base import Generator, Sample
 from defectsynth.synth.cutpaste import alpha_blend
 from defectsynth.synth.part import PartModel, _disk
+from defectsynth.synth.partpose import PartPoses, transfer_matrix
+from defectsynth.synth.partpose import Pose as PoseOf
 from defectsynth.synth.registry import register_generator
 
-MODES = ("missing", "rotated", "shifted")
+MODES = ("missing", "rotated", "shifted", "flipped")
+FREE_MODES = ("missing", "flipped")  # the modes that are defects for a part lying at any angle
 
 
 @register_generator("pose")
@@ -39,24 +47,45 @@ class Pose(Generator):
                            quarter_turns=quarter_turns, max_shift=max_shift)
         self.goods: list[str] = []
         self.part: PartModel | None = None
+        self.poses: PartPoses | None = None
+        self.modes = dict(self.config["modes"])  # those that make a defect on this category (fit)
 
     def fit(self, rows: list[Row]) -> None:
         self.goods = [r.path for r in rows if r.label == GOOD]
         if not self.goods:
             raise DefectsynthError("pose needs good training images (train/good is empty)")
         self.part = PartModel.from_paths(self.goods)
+        self.poses = PartPoses.from_paths(self.goods)
+        self.modes = dict(self.config["modes"])
+        if self.poses.kind == "rotating":
+            # a mirrored part is a defect only when it is not mirror-symmetric and not seen both ways
+            free = [m for m in FREE_MODES if not (m == "flipped" and self.poses.flips)]
+            self.modes = {m: 1 / len(free) for m in free}
+        elif "flipped" in self.modes:
+            raise DefectsynthError(f"pose mode 'flipped' needs a part that lies at any angle; {self.poses.describe()}")
+
+    def notes(self, label: str) -> list[str]:
+        if self.poses is None or self.poses.kind != "rotating":
+            return []
+        return [f"pose {label}: {self.poses.describe()}; a turned or moved part is no defect here, so only: "
+                f"{', '.join(self.modes)}"]
 
     def sample(self, label: str, n: int, rng: np.random.Generator) -> Iterator[Sample]:
         c = self.config
-        names = list(c["modes"])
+        names = list(self.modes)
+        free = self.poses is not None and self.poses.kind == "rotating"
         for _ in range(n):
-            mode = names[rng.choice(len(names), p=[c["modes"][m] for m in names])]
+            mode = names[rng.choice(len(names), p=[self.modes[m] for m in names])]
             good_path = self.goods[rng.integers(len(self.goods))]
             good = read_image(good_path)
             h, w = good.shape[:2]
             side = min(h, w)
-            part = self.part.region(good, grow=max(1, side // 128), usual=False)
-            where = self.part.extend(good, part | self.part.usual_place(good))
+            if free:  # no usual place: the part is where its own outline is
+                part = cv2.dilate(self.poses.foreground(good).astype(np.uint8), _disk(max(1, side // 128))) > 0
+                where = part
+            else:
+                part = self.part.region(good, grow=max(1, side // 128), usual=False)
+                where = self.part.extend(good, part | self.part.usual_place(good))
             where = cv2.dilate(where.astype(np.uint8), _disk(side / 64)) > 0
             background = self.part.fill(good, where)
             params = {"mode": mode, "good": good_path}
@@ -65,7 +94,11 @@ class Pose(Generator):
             else:
                 ys, xs = np.nonzero(part)
                 cy, cx = ys.mean(), xs.mean()
-                if mode == "rotated":
+                if mode == "flipped":  # mirrored across its own axis, in place
+                    pose = self.poses.pose(good_path, good)
+                    mirror = PoseOf(pose.cx, pose.cy, pose.angle, not pose.flip)
+                    angle, dy, dx = 0.0, 0.0, 0.0
+                elif mode == "rotated":
                     if rng.random() < c["quarter_turns"]:
                         angle = float(rng.choice([90.0, 180.0, 270.0]) + rng.normal(0, 3))
                     else:
@@ -78,6 +111,8 @@ class Pose(Generator):
                     dy, dx = (size * rng.uniform(0.15, c["max_shift"]) * [np.sin(theta), np.cos(theta)]).tolist()
                 m = cv2.getRotationMatrix2D((float(cx), float(cy)), angle, 1.0)
                 m[:, 2] += (dx, dy)
+                if mode == "flipped":
+                    m = transfer_matrix(pose, mirror)
                 warped = cv2.warpAffine(good, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
                 moved = cv2.warpAffine(part.astype(np.uint8), m, (w, h), flags=cv2.INTER_NEAREST) > 0
                 image = background
