@@ -122,8 +122,8 @@ def test_cutpaste_follows_the_part_pose_on_the_rotated_demo(tmp_path):
     aligned = _fitted(root, tmp_path, placement="aligned")
     shares = {"pose": [], "aligned": []}
     for k, label in enumerate(kind_of("rotated")[0]):
-        for name, g in (("pose", gen), ("aligned", aligned)):
-            for s in g.sample(label, 10, np.random.default_rng([1, k])):
+        for name, g, n in (("pose", gen, 8), ("aligned", aligned, 4)):
+            for s in g.sample(label, n, np.random.default_rng([1, k])):
                 good = read_image(s.params["good"])
                 shares[name].append(gen.poses.on_part(s.mask, good, s.image))
                 if name == "pose":

@@ -5,11 +5,14 @@
     m = poses.transfer(src_path, src_image, dst_path, dst_image)   # 2x3: source pixels -> target pixels
 
 In one image the part is the largest blob that differs from the background colour (read off the image
-border, as in part.py), holes filled. Its centroid and principal axis (image moments) give a first pose;
-the angle is then chosen among the axis' two directions (all angles for a roundish blob), mirrored or
-not, by correlation with the part template, and refined by cv2.findTransformECC (a Euclidean motion).
-The template is the median of the good parts turned into their own frame, so it is sharp however the
-parts lie. All of this runs at WORK_SIDE px; poses are returned in the image's own pixels.
+border, as in part.py), holes filled. Its centroid (image moments) gives a first position; the angle
+is searched every 10 degrees, mirrored or not, by correlation with the part template, and refined by
+cv2.findTransformECC (a Euclidean motion). Where a turned or mirrored fit is about as good as the
+template's own orientation (a symmetric part, a busy board around it) the part is taken to lie as the
+template does, so fixed parts do not flip between look-alike poses. The template is the median of the
+good parts turned into their own frame, so it is sharp however the parts lie. A source defect's own
+region is left out of its registration (a bent tip must not pull the pose). All of this runs at
+WORK_SIDE px; poses are returned in the image's own pixels.
 
 The category's kind comes from the good images: a texture when most of them have no region that stands
 out from the rest (a grid of cells all alike), else fixed when 80% of the measured angles lie within
@@ -92,7 +95,6 @@ def has_part(small: np.ndarray) -> bool:
     """Whether some region stands out from the rest: a few grid cells whose mean colour is far from the
     typical cell's. A texture (or an empty background) has none, however busy it is."""
     lab = _lab(small)
-    h, w = lab.shape[:2]
     cells = cv2.resize(lab, (CELLS, CELLS), interpolation=cv2.INTER_AREA).reshape(-1, 3)
     far = np.linalg.norm(cells - np.median(cells, axis=0), axis=1) > CELL_DIFF
     return bool(far.mean() >= 0.02)
