@@ -171,3 +171,13 @@ def test_fixed_part_keeps_aligned_placement_byte_for_byte(workspace):
     for a, b in zip(auto.sample("cut_lead", 4, np.random.default_rng(3)),
                     aligned.sample("cut_lead", 4, np.random.default_rng(3)), strict=True):
         assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask)
+
+
+def test_placement_overrides_are_generators_found_by_name():
+    from defectsynth.synth.registry import create_generator
+
+    assert create_generator("cutpaste").config["placement"] == "auto"
+    for name in ("aligned", "pose", "anywhere"):
+        assert create_generator(f"cutpaste-{name}").config["placement"] == name
+    with pytest.raises(DefectsynthError, match="placement"):
+        create_generator("cutpaste", placement="sideways")

@@ -352,3 +352,30 @@ class CutPasteMask(CutPaste):
 
     def __init__(self, region: str = "mask", **kwargs):
         super().__init__(region=region, **kwargs)
+
+
+@register_generator("cutpaste-aligned")
+class CutPasteAligned(CutPaste):
+    """cutpaste that keeps each defect at its place in image coordinates (moved with the part's shift) whatever
+    the category's measured kind: the override of `auto` for a part it wrongly takes to rotate."""
+
+    def __init__(self, placement: str = "aligned", **kwargs):
+        super().__init__(placement=placement, **kwargs)
+
+
+@register_generator("cutpaste-pose")
+class CutPastePose(CutPaste):
+    """cutpaste that carries each defect into the target part's frame (position, angle, flip) whatever the
+    category's measured kind."""
+
+    def __init__(self, placement: str = "pose", **kwargs):
+        super().__init__(placement=placement, **kwargs)
+
+
+@register_generator("cutpaste-anywhere")
+class CutPasteAnywhere(CutPaste):
+    """cutpaste that puts each defect anywhere in the picture (a texture) whatever the category's measured
+    kind."""
+
+    def __init__(self, placement: str = "anywhere", **kwargs):
+        super().__init__(placement=placement, **kwargs)
