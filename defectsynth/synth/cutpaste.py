@@ -169,6 +169,9 @@ class CutPaste(Generator):
         placement = self.config["placement"]
         self.poses = PartPoses.from_paths(self.goods) if placement in ("auto", "pose") else None
         self.placement = AUTO_PLACEMENT[self.poses.kind] if placement == "auto" else placement
+        if self.config["region"] == "change":  # learnt from the train defects once, not on first use
+            for label in self.defects:
+                self.source_regions(label)
 
     def _augment(self, crop: np.ndarray, masks: list[np.ndarray], seed: int):
         transform = self._transforms.get(crop.shape[:2])
