@@ -3,9 +3,9 @@
 A mask marks the defect, not everything that changed. MVTec's `bent_lead` mask covers where the bent
 lead is now, not where the straight lead was; pasting only the mask onto a good part leaves the
 straight lead in place and adds a loose fragment. So the defect image is registered to the good
-training images (the part's shift, then a small search for the board's), and the change region is
-where it differs from every one of the closest few, near the annotated mask. Taking the minimum over
-several good images, each a pixel or so either way, lets ordinary part-to-part variation (lead shape,
+training images (phase correlation of the whole picture, then half-pixel steps), and the change region
+is where it differs from every one of the closest few, near the annotated mask. Taking the minimum over
+several good images, each a pixel or two either way, lets ordinary part-to-part variation (lead shape,
 lighting, hole positions) pass as good; only what no good part shows is change.
 
 Registration is judged by how much of the image away from the mask still differs after it: a part
@@ -103,10 +103,8 @@ class ChangeFinder:
                     if best is None or err < best[0]:
                         best = (err, k, moved)
             refined.append(best)
-        scored = refined
-        scored.sort(key=lambda s: s[0])
-        closest = scored[:REFERENCES]
-        # a pixel is changed when it differs from every close good image, each a pixel either way
+        closest = sorted(refined, key=lambda s: s[0])[:REFERENCES]
+        # a pixel is changed when it differs from every close good image, each a pixel or two either way
         diff = np.full(work, np.inf, np.float32)
         for _err, _k, moved in closest:
             for dy in range(-TOLERANCE_PX, TOLERANCE_PX + 1):
