@@ -93,6 +93,7 @@ def test_map_loss_falls_and_checkpoint_round_trip(trained):
     for key in ("image_auroc", "pixel_auroc", "pixel_ap", "pixel_f1_max", "balanced_accuracy"):
         assert 0 <= metrics[key] <= 1
     assert set(rules) == {f"{r}/{d}" for r in ("image", "map", "combined") for d in ("argmax", "calibrated")}
+    assert set(metrics["pixel_per_class"]) == set(split.defect_classes)
 
 
 def test_same_seed_same_map_model(trained, tmp_path):

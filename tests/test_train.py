@@ -82,7 +82,7 @@ def test_same_seed_same_weights_and_checkpoint_round_trip(workspace, tmp_path):
                                    torch.device("cpu"))
     direct = torch.from_numpy(class_scores(logits, maps, config["rule"]))
     preds = evaluate_heldout(a.checkpoint, split, rows + fold, cache, device="cpu")
-    assert torch.equal(direct, torch.tensor(preds.scores))
+    assert torch.equal(direct, torch.tensor(preds.scores, dtype=torch.float64))
     assert preds.y_pred == predict_rows(b.checkpoint, test, cache, device="cpu").y_pred
 
 

@@ -1,4 +1,5 @@
-"""The report's figures: confusion matrices per arm, per-class recall bars, and a grid of synthetic samples.
+"""The report's figures: confusion matrices per arm, per-class recall bars, a grid of synthetic samples, and
+the predicted defect maps of one model over a few held-out images per class.
 
 Figures are drawn on matplotlib's Agg canvas directly (no pyplot), so making a report never opens a
 window, needs no display and leaves matplotlib's global backend alone.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -15,6 +17,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from defectsynth.data.cache import ImageCache
+from defectsynth.data.manifest import Row
 from defectsynth.errors import DefectsynthError
 from defectsynth.io import atomic_path, read_image, read_mask
 from defectsynth.train.metrics import summed_confusion
@@ -78,12 +82,13 @@ def recall_figure(path: Path, runs: Sequence[dict], classes: Sequence[str]) -> P
     return _save(fig, path)
 
 
-def _thumbnail(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+def _thumbnail(path: Path, mask_path: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The image at SAMPLE_SIDE and its mask (`mask_path`, else <stem>_mask.png beside it) at the same size."""
     image = read_image(path)
     scale = SAMPLE_SIDE / max(image.shape[:2])
     size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
     thumb = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    mask_path = path.with_name(f"{path.stem}_mask.png")
+    mask_path = Path(mask_path) if mask_path else path.with_name(f"{path.stem}_mask.png")
     if not mask_path.is_file():
         return thumb, None
     mask = read_mask(mask_path)
@@ -117,8 +122,47 @@ def samples_figure(path: Path, sample_paths: Sequence[str]) -> Path | None:
     return _save(fig, path)
 
 
-def write_figures(fig_dir: Path, runs: Sequence[dict], sample_paths: Sequence[str]) -> dict[str, Path]:
-    """Every figure of the report, by name: confusion_<arm>, recall_per_class, synthetic_samples."""
+def maps_figure(path: Path, examples: MapExamples) -> Path | None:
+    """Held-out images (rows: classes), each with the model's defect probability in red and the true mask
+    outlined in green, titled with the model's decision. None when the model has no map."""
+    from defectsynth.train.decide import defect_probability
+    from defectsynth.train.evaluate import predict_rows
+
+    preds = predict_rows(examples.checkpoint, list(examples.rows), examples.cache, device="cpu")
+    if preds.maps is None or not preds.rows:
+        return None
+    good = preds.classes.index("good") if "good" in preds.classes else 0
+    probability = defect_probability(preds.maps, good).numpy()
+    classes = [c for c in preds.classes if any(r.label == c for r in preds.rows)]
+    cols = max(sum(r.label == c for r in preds.rows) for c in classes)
+    fig = Figure(figsize=(2.0 * cols, 2.2 * len(classes)))
+    for i, c in enumerate(classes):
+        for j, k in enumerate([k for k, r in enumerate(preds.rows) if r.label == c]):
+            thumb, mask = _thumbnail(Path(preds.rows[k].path), preds.rows[k].mask or None)
+            ax = fig.add_subplot(len(classes), cols, i * cols + j + 1)
+            ax.imshow(thumb, cmap="gray" if thumb.ndim == 2 else None, vmin=0, vmax=255)
+            heat = cv2.resize(probability[k], thumb.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+            ax.imshow(np.dstack([np.ones_like(heat), np.zeros_like(heat), np.zeros_like(heat), 0.6 * heat]))
+            if mask is not None and mask.any():
+                ax.contour(mask, levels=[0.5], colors="lime", linewidths=0.8)
+            ax.set_title(f"{c} → {preds.y_pred[k]}", fontsize=6,
+                         color="black" if preds.y_pred[k] == c else "red")
+            ax.axis("off")
+    fig.suptitle(f"{examples.title}: defect probability (red), true mask (green), true → predicted", fontsize=9)
+    return _save(fig, path)
+
+
+@dataclass
+class MapExamples:
+    checkpoint: Path
+    rows: Sequence[Row]
+    cache: ImageCache
+    title: str
+
+
+def write_figures(fig_dir: Path, runs: Sequence[dict], sample_paths: Sequence[str],
+                  map_examples: MapExamples | None = None) -> dict[str, Path]:
+    """Every figure of the report, by name: confusion_<arm>, recall_per_class, synthetic_samples, defect_maps."""
     written: dict[str, Path] = {}
     if runs:
         classes = runs[0]["metrics"]["classes"]
@@ -130,4 +174,8 @@ def write_figures(fig_dir: Path, runs: Sequence[dict], sample_paths: Sequence[st
     samples = samples_figure(fig_dir / "synthetic_samples.png", sample_paths)
     if samples is not None:
         written["synthetic_samples"] = samples
+    if map_examples is not None:
+        maps = maps_figure(fig_dir / "defect_maps.png", map_examples)
+        if maps is not None:
+            written["defect_maps"] = maps
     return written

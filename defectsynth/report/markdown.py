@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from defectsynth.io import write_text
-from defectsynth.report.figures import write_figures
+from defectsynth.report.figures import MapExamples, write_figures
 from defectsynth.report.table import (
     BASELINE,
     METRICS,
@@ -128,6 +128,59 @@ def published_section(runs: Sequence[dict], settings: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tasks_section(settings: dict) -> str:
+    return "\n".join([
+        "## How the three tasks are measured", "",
+        f"- **Classification**: the model's own decision (rule `{settings.get('rule', 'image')}`; train/decide.py): "
+        "balanced accuracy, macro-F1, defect-type accuracy, detection recall and false alarms on good.",
+        "- **Detection**: image AUROC of the defect score (1 - the good score of the rule), good vs defect. The "
+        "operating point (detection recall, false alarms) uses a threshold set on held-back good *training* "
+        "images (a 5% false-alarm target there), never on test images.",
+        "- **Localization** (defect-map models): pixel AUROC, pixel AP and F1-max over every pixel of every "
+        "held-out image (good images all background), at the training image size: the stride-4 map upsampled "
+        "bilinearly to it, the real masks downsampled to it by area (defect where the mask covers half a pixel).",
+        ""]) + "\n"
+
+
+def rules_section(runs: Sequence[dict]) -> str:
+    """Every decision rule, computed from the same trained models (no extra training), mean ± std."""
+    rules = list(runs[0].get("rules") or {}) if runs else []
+    if not rules:
+        return ""
+    keys = [("balanced_accuracy", "balanced acc."), ("false_alarm_rate", "false alarms"),
+            ("detection_recall", "detection recall"), ("image_auroc", "image AUROC")]
+    lines = ["## Decision rules, all from the same trained models (mean ± std)", "",
+             "`argmax`: the highest class score; `calibrated`: a defect when the defect score exceeds the "
+             "threshold set on held-back good training images, then the highest defect class.", "",
+             "| arm | rule | " + " | ".join(title for _k, title in keys) + " |", "|---|---|" + "---|" * len(keys)]
+    for arm, arm_runs in by_arm(runs).items():
+        for rule in rules:
+            cells = [mean_std(summarize([(r.get("rules") or {}).get(rule, {}).get(k) for r in arm_runs]))
+                     for k, _title in keys]
+            lines.append(f"| {arm} | {rule} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def pixel_section(runs: Sequence[dict], classes: Sequence[str]) -> str:
+    """Localization per defect type (its held-out images with the good ones): pooled pixel figures are
+    dominated by the types with the largest masks."""
+    defects = [c for c in classes if any(c in (r["metrics"].get("pixel_per_class") or {}) for r in runs)]
+    if not defects:
+        return ""
+    lines = ["## Localization per defect type: pixel AUROC / pixel AP (mean over runs)", "",
+             "Each type's held-out images with the good ones; the pooled figures of the summary weigh every "
+             "pixel alike, so the types with the largest masks dominate them.", "",
+             "| arm | " + " | ".join(defects) + " |", "|---|" + "---|" * len(defects)]
+    for arm, arm_runs in by_arm(runs).items():
+        cells = []
+        for c in defects:
+            per = [(r["metrics"].get("pixel_per_class") or {}).get(c, {}) for r in arm_runs]
+            auroc, ap = summarize([p.get("pixel_auroc") for p in per]), summarize([p.get("pixel_ap") for p in per])
+            cells.append("n/a" if not auroc["n"] else f"{auroc['mean']:.3f} / {ap['mean']:.3f}")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def imbalanced_section(runs: Sequence[dict], classes: Sequence[str]) -> str:
     lines = ["## imbalanced-learn report (all held-out predictions of each arm, pooled over its runs)", ""]
     for arm, arm_runs in by_arm(runs).items():
@@ -170,7 +223,8 @@ def render(runs: Sequence[dict], settings: dict, figures: dict[str, Path], out_d
              "## Summary (mean ± std over splits × seeds)\n\n" + markdown_table(summary_table(runs, baseline)),
              comparison]
     if runs:
-        parts += [per_class_section(runs, classes)]
+        parts += [tasks_section(settings), rules_section(runs), pixel_section(runs, classes),
+                  per_class_section(runs, classes)]
         parts += [published_section(runs, settings)] if shows_published(settings) else []
         parts += [imbalanced_section(runs, classes)]
     parts += [figures_section(figures, out_dir), runs_section(runs)]
@@ -190,12 +244,13 @@ def _plain(value):
     return value
 
 
-def write_report(out_dir: Path, runs: Sequence[dict], settings: dict, sample_grid_paths: Sequence[str]) -> Path:
+def write_report(out_dir: Path, runs: Sequence[dict], settings: dict, sample_grid_paths: Sequence[str],
+                 map_examples: MapExamples | None = None) -> Path:
     """Write <out_dir>/report.md, metrics.json (settings, every run's raw numbers, summaries, paired
     comparisons) and figures/*.png; return the path of report.md. Every file is written atomically."""
     out_dir = Path(out_dir)
     runs = list(runs)
-    figures = write_figures(out_dir / "figures", runs, sample_grid_paths)
+    figures = write_figures(out_dir / "figures", runs, sample_grid_paths, map_examples)
     text, paired = render(runs, settings, figures, out_dir)
     summary = {arm: {key: summarize([r["metrics"].get(key) for r in arm_runs]) for key, _title in METRICS}
                for arm, arm_runs in by_arm(runs).items()}

@@ -10,7 +10,9 @@ from defectsynth.train.stats import by_arm, compare_arms, summarize
 
 BASELINE = "original"
 PRIMARY = "balanced_accuracy"
-# (key in compute_metrics' output, column title); higher is better for all but the false-alarm rate.
+# (key in a run's metrics, column title), the three tasks: classification (balanced accuracy to false alarms,
+# at the model's own decision), detection (image AUROC), localization (pixel metrics; map models only).
+# Higher is better for all but the false-alarm rate..
 # {classes} and {types} become the run's class count and defect-type count (metric_title).
 METRICS = [
     ("balanced_accuracy", "Balanced acc. ({classes}-way)"),
@@ -18,6 +20,10 @@ METRICS = [
     ("defect_type_accuracy", "Defect-type acc. ({types}-way)"),
     ("detection_recall", "Detection recall"),
     ("false_alarm_rate", "False alarms (good)"),
+    ("image_auroc", "Detection: image AUROC"),
+    ("pixel_auroc", "Pixel AUROC"),
+    ("pixel_ap", "Pixel AP"),
+    ("pixel_f1_max", "Pixel F1-max"),
 ]
 
 

@@ -36,12 +36,13 @@ def defect_probability(maps: torch.Tensor, good: int = 0) -> torch.Tensor:
 
 
 def class_scores(logits: torch.Tensor, maps: torch.Tensor | None, rule: str, good: int = 0) -> np.ndarray:
-    image = logits.float().softmax(dim=1)
+    """N x C float64 scores (float64 so that a threshold compares the same wherever the scores travel)."""
+    image = logits.double().softmax(dim=1)
     if rule == "image":
         return image.numpy()
     if maps is None:
         raise ValueError(f"rule {rule!r} needs a defect-map model")
-    cells = maps.float().softmax(dim=1).flatten(2)
+    cells = maps.double().softmax(dim=1).flatten(2)
     from_map = cells.amax(dim=2)
     from_map[:, good] = 1 - (1 - cells[:, good]).amax(dim=1)
     if rule == "map":

@@ -98,7 +98,13 @@ def heldout_metrics(preds: Predictions, cache: ImageCache) -> tuple[dict, dict]:
     if preds.maps is not None:
         probability = F.interpolate(defect_probability(preds.maps, good)[:, None], size=(preds.size,) * 2,
                                     mode="bilinear", align_corners=False)[:, 0].numpy()
-        metrics.update(pixel_metrics(probability, true_masks(preds.rows, cache, preds.size)))
+        truth = true_masks(preds.rows, cache, preds.size)
+        metrics.update(pixel_metrics(probability, truth))
+        # pooled pixels are dominated by the largest masks (misplaced); per type: its images and the good ones
+        labels = np.asarray(preds.y_true)
+        metrics["pixel_per_class"] = {
+            c: pixel_metrics(probability[(labels == c) | ~is_defect], truth[(labels == c) | ~is_defect])
+            for c in classes if c != GOOD and (labels == c).any()}
     rules = {}
     for rule in rules_for(preds.maps):
         scores = class_scores(preds.logits, preds.maps, rule, good)

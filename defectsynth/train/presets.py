@@ -18,7 +18,7 @@ from defectsynth.errors import DefectsynthError
 PRESETS: dict[str, dict] = {
     "fast": {"model": "mobilenet_v3_small_050_map", "weights": "none", "size": 48, "epochs": 2, "batch_size": 16,
              "lr": 3e-3},
-    "default": {"model": "mobilenet_v3_small", "weights": "auto", "size": 128, "epochs": 10, "batch_size": 32,
+    "default": {"model": "mobilenet_v3_small_map", "weights": "auto", "size": 128, "epochs": 10, "batch_size": 32,
                 "lr": 2e-3},
 }
 

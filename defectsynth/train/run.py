@@ -15,6 +15,7 @@ import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from accelerate import PartialState
@@ -27,6 +28,7 @@ from defectsynth.data.split import Split, load_split, make_split, save_split
 from defectsynth.device import pick_device
 from defectsynth.errors import DefectsynthError
 from defectsynth.report import summary_table, write_report
+from defectsynth.report.figures import MapExamples
 from defectsynth.synth.partpose import training_augmentation
 from defectsynth.train.data import without_fold
 from defectsynth.train.decide import CALIBRATED, DEFAULT_RULE
@@ -63,6 +65,22 @@ VALIDATION = {
 
 def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
+
+
+MAP_EXAMPLES_PER_CLASS = 3
+
+
+def map_examples(runs: list[dict], cache: ImageCache, rule: str) -> MapExamples | None:
+    """The report's defect-map figure: the first split and seed's model of the last arm (balanced, by
+    default), over the first few held-out images of each class of that split."""
+    if not runs or rule == "image":
+        return None
+    run = [r for r in runs if (r["split"], r["seed"]) == (runs[0]["split"], runs[0]["seed"])][-1]
+    split = load_split(Path(run["split_json"]))
+    test = sorted(split.real_rows("test"), key=lambda t: t.path)
+    rows = [r for c in split.classes for r in [t for t in test if t.label == c][:MAP_EXAMPLES_PER_CLASS]]
+    return MapExamples(Path(run["checkpoint"]), rows, cache,
+                       f"{run['arm']}, split {run['split']} seed {run['seed']}")
 
 
 def run_name(arms: list[str], splits: int, seeds: int, model: str, size: int, epochs: int) -> str:
@@ -177,7 +195,8 @@ def train_eval(ws: Workspace, arms: list[str] | None = None, splits: int = 1, se
                              "train_size": result.train_size, "val_size": len(spend.val),
                              "calibration_size": len(spend.calibration), "kfold_epoch": stop,
                              "best_epoch": result.best_epoch, "val_balanced_accuracy": result.val_score,
-                             "test_size": len(preds.rows), "checkpoint": str(result.checkpoint)})
+                             "test_size": len(preds.rows), "checkpoint": str(result.checkpoint),
+                             "split_json": str(sets.ws.split_json)})
                 pixel = metrics.get("pixel_auroc")
                 say(f"{arm:<12} split {k} seed {seed}: balanced accuracy {metrics['balanced_accuracy']:.3f}, "
                     f"false alarms {metrics['false_alarm_rate']:.3f}, image AUROC "
@@ -194,5 +213,5 @@ def train_eval(ws: Workspace, arms: list[str] | None = None, splits: int = 1, se
            "wall_s": round(time.perf_counter() - start, 1)}
     report_dir = ws.report_dir(name)
     if state.is_main_process:
-        write_report(report_dir, runs, doc, samples)
+        write_report(report_dir, runs, doc, samples, map_examples(runs, cache, rule))
     return {"report_dir": report_dir, "runs": runs, "settings": doc, "summary": summary_table(runs)}
