@@ -70,10 +70,10 @@ def _num(value: float | None) -> str:
 MAP_EXAMPLES_PER_CLASS = 3
 
 
-def map_examples(runs: list[dict], cache: ImageCache, rule: str) -> MapExamples | None:
+def map_examples(runs: list[dict], cache: ImageCache, dense: bool) -> MapExamples | None:
     """The report's defect-map figure: the first split and seed's model of the last arm (balanced, by
     default), over the first few held-out images of each class of that split."""
-    if not runs or rule == "image":
+    if not runs or not dense:
         return None
     run = [r for r in runs if (r["split"], r["seed"]) == (runs[0]["split"], runs[0]["seed"])][-1]
     split = load_split(Path(run["split_json"]))
@@ -213,5 +213,5 @@ def train_eval(ws: Workspace, arms: list[str] | None = None, splits: int = 1, se
            "wall_s": round(time.perf_counter() - start, 1)}
     report_dir = ws.report_dir(name)
     if state.is_main_process:
-        write_report(report_dir, runs, doc, samples, map_examples(runs, cache, rule))
+        write_report(report_dir, runs, doc, samples, map_examples(runs, cache, has_map(settings["model"])))
     return {"report_dir": report_dir, "runs": runs, "settings": doc, "summary": summary_table(runs)}
