@@ -134,6 +134,8 @@ def test_val_modes_spend_the_shots(workspace):
     assert all(len(s) == 4 for s in shots) and len({p for s in shots for p in s}) == 12  # each shot once
     with pytest.raises(DefectsynthError, match="--val"):
         folds.plan(real, "loo", 0)
+    histories = [[{"val_balanced_accuracy": v} for v in h] for h in ([0.2, 0.5, 0.1], [0.4, 0.3, 0.9])]
+    assert folds.best_epoch(histories) == 3  # mean 0.3, 0.4, 0.5
 
 
 def test_predict_cli_on_a_folder_and_its_errors(trained, tmp_path):
