@@ -35,7 +35,7 @@ import numpy as np
 from defectsynth.data.layout import GOOD
 from defectsynth.data.manifest import Row
 from defectsynth.errors import DefectsynthError
-from defectsynth.io import read_image, read_mask
+from defectsynth.io import mask_problem, read_image, read_mask
 from defectsynth.synth.base import Generator, Sample
 from defectsynth.synth.change import THRESHOLD, Change, ChangeFinder
 from defectsynth.synth.part import WORK_SIDE, PartModel, _lab
@@ -170,8 +170,10 @@ class CutPaste(Generator):
         self.poses = PartPoses.from_paths(self.goods) if placement in ("auto", "pose") else None
         self.placement = AUTO_PLACEMENT[self.poses.kind] if placement == "auto" else placement
         if self.config["region"] == "change":  # learnt from the train defects once, not on first use
-            for label in self.defects:
-                self.source_regions(label)
+            for path, mask_path in (pair for pairs in self.defects.values() for pair in pairs):
+                image, mask = _defect(path, mask_path)
+                if mask_problem(mask, image.shape) is None:  # generate refuses the others, for their class
+                    self._change(path, image, mask)
 
     def _augment(self, crop: np.ndarray, masks: list[np.ndarray], seed: int):
         transform = self._transforms.get(crop.shape[:2])
