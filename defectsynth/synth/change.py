@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from defectsynth.io import read_image
-from defectsynth.synth.part import PartModel, _disk, _lab
+from defectsynth.synth.part import PartModel, _disk, _dist, _lab
 
 CANDIDATES = 64  # good images considered; the closest REFERENCES of them are compared pixel by pixel
 REFERENCES = 5
@@ -44,11 +44,6 @@ def _shift(image: np.ndarray, dy: float, dx: float) -> np.ndarray:
     h, w = image.shape[:2]
     m = np.float32([[1, 0, dx], [0, 1, dy]])
     return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-
-def _distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    d = a - b
-    return np.sqrt(np.einsum("...k,...k->...", d, d))
 
 
 def _touching(mask: np.ndarray, seed: np.ndarray) -> np.ndarray:
@@ -91,7 +86,7 @@ class ChangeFinder:
         for k, ggray in enumerate(self.grays):
             (sx, sy), _ = cv2.phaseCorrelate(ggray, gray, self.window)
             moved = _shift(self.labs[k], sy, sx)
-            scored.append((float(np.median(_distance(lab, moved)[away][::5])), k, sy, sx))
+            scored.append((float(np.median(_dist(lab, moved)[away][::5])), k, sy, sx))
         scored.sort(key=lambda s: s[0])
         refined = []
         for _err, k, sy, sx in scored[:3 * REFERENCES]:  # the best few, nudged by half pixels
@@ -99,7 +94,7 @@ class ChangeFinder:
             for dy in range(-SEARCH_PX, SEARCH_PX + 1):
                 for dx in range(-SEARCH_PX, SEARCH_PX + 1):
                     moved = _shift(self.labs[k], sy + dy / 2, sx + dx / 2)
-                    err = float(np.median(_distance(lab, moved)[away][::5]))
+                    err = float(np.median(_dist(lab, moved)[away][::5]))
                     if best is None or err < best[0]:
                         best = (err, k, moved)
             refined.append(best)
@@ -109,7 +104,7 @@ class ChangeFinder:
         for _err, _k, moved in closest:
             for dy in range(-TOLERANCE_PX, TOLERANCE_PX + 1):
                 for dx in range(-TOLERANCE_PX, TOLERANCE_PX + 1):
-                    diff = np.minimum(diff, _distance(lab, _shift(moved, dy, dx)))
+                    diff = np.minimum(diff, _dist(lab, _shift(moved, dy, dx)))
         changed = (diff > THRESHOLD).astype(np.uint8)
         changed = cv2.morphologyEx(changed, cv2.MORPH_OPEN, _disk(1))
         stray = float(changed[away].mean()) if away.any() else 0.0

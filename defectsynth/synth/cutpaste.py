@@ -38,7 +38,7 @@ from defectsynth.errors import DefectsynthError
 from defectsynth.io import mask_problem, read_image, read_mask
 from defectsynth.synth.base import Generator, Sample
 from defectsynth.synth.change import THRESHOLD, Change, ChangeFinder
-from defectsynth.synth.part import WORK_SIDE, PartModel, _lab
+from defectsynth.synth.part import WORK_SIDE, PartModel, _dist, _lab
 from defectsynth.synth.partpose import PartPoses
 from defectsynth.synth.registry import register_generator
 
@@ -117,8 +117,7 @@ def _overwritten(window: np.ndarray, patch: np.ndarray, region: np.ndarray, side
     for dy in range(-slack, slack + 1):
         for dx in range(-slack, slack + 1):
             m = np.float32([[1, 0, dx], [0, 1, dy]])
-            d = a - cv2.warpAffine(b, m, size, borderMode=cv2.BORDER_REPLICATE)
-            diff = np.minimum(diff, np.sqrt(np.einsum("...k,...k->...", d, d)))
+            diff = np.minimum(diff, _dist(a, cv2.warpAffine(b, m, size, borderMode=cv2.BORDER_REPLICATE)))
     changed = cv2.morphologyEx((diff > THRESHOLD).astype(np.uint8), cv2.MORPH_OPEN, _disk(1))
     _, labels = cv2.connectedComponents(changed)
     touch = cv2.dilate(small, _disk(2 * slack)) > 0
@@ -153,7 +152,7 @@ class CutPaste(Generator):
         self.placement = placement  # auto resolved by fit()
         self._transforms: dict[tuple[int, int], A.Compose] = {}  # per crop size; built on first use
         self._offsets: dict[str, tuple[int, int]] = {}  # the part's shift in each image, by path
-        self._finder: ChangeFinder | None = None  # built on first use: it decodes the good images
+        self._finder: ChangeFinder | None = None  # built by fit() when it learns the change regions
         self._changes: dict[tuple[str, tuple[int, ...]], Change] = {}  # by (source path, shape)
         self._plain: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}  # where a source shows plain background
 
