@@ -164,6 +164,10 @@ def train_eval_cmd(
                                                              "fixed schedule) or kfold (folds choose the epoch "
                                                              "count, then a refit on all). Default: the measured "
                                                              "best (see presets.py).")] = None,
+    reference: Annotated[str, typer.Option("--reference", help="auto (for a part fixed in one pose: "
+                                                                         "the model also sees each image's "
+                                                                         "difference to the closest good "
+                                                                         "training images), on or off.")] = "auto",
 ):
     """Train a classifier per arm x split x seed, evaluate on held-out real images, write a report."""
     from defectsynth.train.run import train_eval
@@ -171,7 +175,7 @@ def train_eval_cmd(
     ws = Workspace.open(data, work)
     _print_result(train_eval(ws, [a.strip() for a in arms.split(",") if a.strip()], splits=splits, seeds=seeds,
                              model=model, weights=weights, size=size, epochs=epochs, device=device, preset=preset,
-                             say=say, augment=augment, val=val))
+                             say=say, augment=augment, val=val, reference=reference))
 
 
 @app.command("predict")

@@ -63,6 +63,9 @@ class TrainEvalSection(Strict):
     size: Optional[int] = Field(None, ge=16)
     epochs: Optional[int] = Field(None, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    val: Optional[Literal["fold", "none", "kfold"]] = None
+    augment: Literal["auto", "fixed", "rotating"] = "auto"
+    reference: Optional[Literal["auto", "on", "off"]] = None
 
     @field_validator("arms")
     @classmethod

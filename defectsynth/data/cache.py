@@ -46,6 +46,18 @@ class ImageCache:
                 np.save(f, arr)
         return arr
 
+    def derived(self, path: Path | str, size: int, kind: str, compute) -> np.ndarray:
+        """An array computed from the image at `path` by `compute()`, cached under `kind` (which must
+        name everything else the result depends on)."""
+        key = self._key(Path(path), size, kind)
+        if key.exists():
+            return np.load(key)
+        arr = compute()
+        with atomic_path(key) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, arr)
+        return arr
+
     def image(self, path: Path | str, size: int) -> np.ndarray:
         """H x W (grayscale) or H x W x 3 (RGB) uint8 at size x size."""
         return self._get(Path(path), size, "image")

@@ -264,10 +264,10 @@ class PartPoses:
         no part is seen. `ignore` (bool, image size): a defect's region, left out of the registration so
         that a bent or missing piece does not pull the pose."""
         if path not in self._cache:
-            self._cache[path] = self._measure(image, ignore)
+            self._cache[path] = self.measure(image, ignore)
         return self._cache[path]
 
-    def _measure(self, image: np.ndarray, ignore: np.ndarray | None = None) -> Pose:
+    def measure(self, image: np.ndarray, ignore: np.ndarray | None = None) -> Pose:
         h, w = image.shape[:2]
         if self.kind == "texture":
             return Pose(w / 2, h / 2, 0.0, False, found=False)
@@ -321,10 +321,12 @@ def _ncc(a: np.ndarray, b: np.ndarray) -> float:
 AUGMENTS = ("auto", "fixed", "rotating")
 
 
-def training_augmentation(good_paths: list[str], choice: str = "auto") -> tuple[str, dict]:
+def training_augmentation(good_paths: list[str], choice: str = "auto",
+                          poses: PartPoses | None = None) -> tuple[str, dict]:
     """(a line saying what was chosen, TrainConfig overrides) for the classifier's augmentation: any angle
     (and mirror images where the part allows them) for a rotating part, today's small affine otherwise.
-    `choice` auto measures the category's kind from `good_paths`; fixed or rotating overrides it."""
+    `choice` auto measures the category's kind from `good_paths` (or takes `poses`, measured from them);
+    fixed or rotating overrides it."""
     from defectsynth.errors import DefectsynthError
 
     if choice not in AUGMENTS:
@@ -333,7 +335,7 @@ def training_augmentation(good_paths: list[str], choice: str = "auto") -> tuple[
         return "augmentation: small affine (--augment fixed)", {}
     if choice == "rotating":
         return "augmentation: any angle (--augment rotating)", {"degrees": 180.0}
-    poses = PartPoses.from_paths(good_paths)
+    poses = poses or PartPoses.from_paths(good_paths)
     if poses.kind != "rotating":
         return f"{poses.describe()}; augmentation: small affine", {}
     flips = {"hflip": True} if poses.flips else {}

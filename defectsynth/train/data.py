@@ -13,6 +13,9 @@ from torch.utils.data import Dataset
 from defectsynth.data.cache import ImageCache
 from defectsynth.data.layout import GOOD
 from defectsynth.data.manifest import Row
+from defectsynth.train.reference import MEAN as REFERENCE_MEAN
+from defectsynth.train.reference import STD as REFERENCE_STD
+from defectsynth.train.reference import Reference
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -29,15 +32,21 @@ NO_MASK = 255  # coverage value of a defect image without a mask: its pixels are
 class ImageSet(Dataset):
     """Rows as an N x C x S x S uint8 tensor in memory and their class indices; items are (image, label).
 
+    With a `reference` (train/reference.py) each image gets one more channel, last: its difference to
+    the closest good training images.
+
     With `masks=True` it also holds N x 1 x S x S uint8 mask coverage (0-254 share of the pixel the
     defect covers; good images all 0; a defect image with no mask all NO_MASK) and items are
     (image, label, mask). Masks stay at image resolution so that augmentation moves them with the
     image; the loss pools them to the map's cells."""
 
     def __init__(self, rows: list[Row], classes: list[str], cache: ImageCache, size: int, channels: int,
-                 masks: bool = False):
+                 masks: bool = False, reference: Reference | None = None):
         self.rows = rows
-        self.images = torch.from_numpy(cache.stack([r.path for r in rows], size, channels))
+        images = cache.stack([r.path for r in rows], size, channels)
+        if reference is not None:
+            images = np.concatenate([images, reference.stack(rows)], axis=1)
+        self.images = torch.from_numpy(images)
         self.labels = torch.tensor([classes.index(r.label) for r in rows], dtype=torch.long)
         self.masks = torch.from_numpy(np.stack([row_mask(r, cache, size) for r in rows])[:, None]) \
             if masks and rows else None
@@ -75,12 +84,15 @@ def to_unit(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255)
 
 
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images, or floats in [0, 1], standardized with the ImageNet statistics (grayscale: their mean)."""
+def normalize(images: torch.Tensor, reference: bool = False) -> torch.Tensor:
+    """uint8 images, or floats in [0, 1], standardized with the ImageNet statistics (grayscale: their mean);
+    with `reference`, the last channel is the difference channel and has its own statistics."""
     x = to_unit(images) if images.dtype == torch.uint8 else images
     mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
-    if x.shape[1] == 1:
+    if x.shape[1] - reference == 1:
         mean, std = mean.mean(0, keepdim=True), std.mean(0, keepdim=True)
+    if reference:
+        mean, std = torch.cat([mean, torch.tensor([REFERENCE_MEAN])]), torch.cat([std, torch.tensor([REFERENCE_STD])])
     return (x - mean.to(x.device).view(1, -1, 1, 1)) / std.to(x.device).view(1, -1, 1, 1)
 
 
@@ -95,8 +107,11 @@ class Augment:
         self.degrees, self.translate, self.scale = degrees, translate, scale
         self.brightness, self.contrast, self.hflip, self.vflip = brightness, contrast, hflip, vflip
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator, masks: torch.Tensor | None = None):
+    def __call__(self, x: torch.Tensor, generator: torch.Generator, masks: torch.Tensor | None = None,
+                 jitter_channels: int | None = None):
         """x: float N x C x H x W in [0, 1]; the random numbers come from `generator` (CPU) for determinism.
+        Brightness and contrast change only the first `jitter_channels` (default all): a difference
+        channel moves with its image but is not a picture to relight.
 
         With `masks` (N x 1 x H' x W' uint8, any resolution) returns (x, masks): each mask goes through
         its image's affine (nearest, so NO_MASK stays NO_MASK; outside the image is 0, background)."""
@@ -117,9 +132,11 @@ class Augment:
         theta, bright, contrast = (t.to(x.device, x.dtype) for t in (theta, bright, contrast))
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = (x - mean) * contrast.view(-1, 1, 1, 1) + mean
-        x = (x * bright.view(-1, 1, 1, 1)).clamp_(0, 1)
+        c = x.shape[1] if jitter_channels is None else jitter_channels
+        picture = x[:, :c]
+        mean = picture.mean(dim=(1, 2, 3), keepdim=True)
+        picture = (picture - mean) * contrast.view(-1, 1, 1, 1) + mean
+        x = torch.cat([(picture * bright.view(-1, 1, 1, 1)).clamp_(0, 1), x[:, c:]], 1)
         if masks is None:
             return x
         grid = F.affine_grid(theta, list(masks.shape), align_corners=False)

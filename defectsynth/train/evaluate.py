@@ -34,6 +34,7 @@ from defectsynth.train.decide import (
 )
 from defectsynth.train.loop import load_classifier, predict_outputs
 from defectsynth.train.metrics import compute_metrics, detection_metrics, pixel_metrics
+from defectsynth.train.reference import Reference
 
 
 @dataclass
@@ -54,7 +55,7 @@ def predict_images(model: torch.nn.Module, config: dict, images: torch.Tensor, d
     """(logits, maps, class scores, class indices) of a uint8 N x C x S x S tensor, by the checkpoint's
     rule and threshold."""
     dev = pick_device(device)
-    logits, maps = predict_outputs(model.to(dev), images, dev)
+    logits, maps = predict_outputs(model.to(dev), images, dev, reference=bool(config.get("reference")))
     good = config["classes"].index(GOOD)
     rule = config.get("rule", "image")
     threshold = config.get("thresholds", {}).get(rule) if CALIBRATED else None
@@ -66,7 +67,8 @@ def predict_rows(checkpoint: Path, rows: list[Row], cache: ImageCache, device: s
     """Labels and class scores of `rows` from the classifier saved in `checkpoint`."""
     model, config = load_classifier(checkpoint)
     classes = config["classes"]
-    images = ImageSet(rows, classes, cache, config["size"], config["in_channels"]).images
+    images = ImageSet(rows, classes, cache, config["size"], config["in_channels"],
+                      reference=Reference.of_model(config, cache)).images
     logits, maps, scores, labels = predict_images(model, config, images, device)
     return Predictions(rows, [r.label for r in rows], [classes[i] for i in labels.tolist()], scores.tolist(),
                        classes, config.get("rule", "image"), config.get("thresholds", {}), logits, maps,

@@ -6,6 +6,9 @@ Runs on whatever accelerate picks (CPU, one GPU, or several under `accelerate la
 autocast and channels_last on CUDA. The image loss and sampler come from the training set's rebalancing
 settings. A defect-map model (models.has_map) also learns a class per map cell from the masks: the
 same affine moves image and mask, and a per-cell cross-entropy (background weighted down) is added.
+With a `reference` (train/reference.py) every image the model sees carries one more channel, its
+difference to the closest good training images; the affine moves it with the image, the lighting
+jitter leaves it alone, and the checkpoint records the good images so that predict can rebuild it.
 After every epoch the model is scored on the validation fold (real training images held back from
 training), when there is one; the best epoch (else the last, or `stop_epoch`) is saved as safetensors
 with a config JSON beside it, which also holds the detection thresholds set on `calibration_rows`
@@ -39,6 +42,7 @@ from defectsynth.io import write_bytes, write_text
 from defectsynth.train.data import Augment, ImageSet, cell_targets, image_channels, normalize, to_unit
 from defectsynth.train.decide import DEFAULT_RULE, calibrate, class_scores, decide, detection_score, rules_for
 from defectsynth.train.models import create_classifier, has_map, model_outputs
+from defectsynth.train.reference import Reference
 
 
 @dataclass
@@ -87,13 +91,13 @@ def seed_everything(seed: int) -> None:
 
 @torch.no_grad()
 def predict_outputs(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 64,
-                    channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                    channels_last: bool = False, reference: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Image logits and map logits (None for a plain classifier), float32 on the CPU, for a uint8
-    N x C x H x W tensor, in eval mode."""
+    N x C x H x W tensor (its last channel the difference channel when `reference`), in eval mode."""
     model.eval()
     logits, maps = [], []
     for i in range(0, len(images), batch_size):
-        x = normalize(images[i:i + batch_size].to(device, non_blocking=True))
+        x = normalize(images[i:i + batch_size].to(device, non_blocking=True), reference)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, enabled=device.type == "cuda"):
@@ -107,9 +111,9 @@ def predict_outputs(model: nn.Module, images: torch.Tensor, device: torch.device
 
 
 def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 64,
-                   channels_last: bool = False) -> torch.Tensor:
+                   channels_last: bool = False, reference: bool = False) -> torch.Tensor:
     """Image logits (float32, on the CPU) for a uint8 N x C x H x W tensor, in eval mode."""
-    return predict_outputs(model, images, device, batch_size, channels_last)[0]
+    return predict_outputs(model, images, device, batch_size, channels_last, reference)[0]
 
 
 def _balanced_accuracy(labels: torch.Tensor, preds: torch.Tensor) -> float:
@@ -120,7 +124,7 @@ def _balanced_accuracy(labels: torch.Tensor, preds: torch.Tensor) -> float:
 def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[str], cache: ImageCache,
                      config: TrainConfig, rebalance: RebalanceConfig, out_dir: Path,
                      progress: bool = True, description: str = "training",
-                     calibration_rows: list[Row] | None = None) -> TrainResult:
+                     calibration_rows: list[Row] | None = None, reference: Reference | None = None) -> TrainResult:
     start = time.perf_counter()
     if not train_rows:
         raise DefectsynthError("the training set is empty after carving the validation fold; add training images")
@@ -134,8 +138,9 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
     # data: decoded once into memory; the sampler comes from the rebalancing settings
     channels = image_channels(train_rows, cache, config.size)
     dense = has_map(config.model)
-    train_set = ImageSet(train_rows, classes, cache, config.size, channels, masks=dense)
-    val_set = ImageSet(val_rows, classes, cache, config.size, channels) if val_rows else None
+    compare = reference is not None  # the difference channel to good parts (train/reference.py)
+    train_set = ImageSet(train_rows, classes, cache, config.size, channels, masks=dense, reference=reference)
+    val_set = ImageSet(val_rows, classes, cache, config.size, channels, reference=reference) if val_rows else None
     counts = torch.bincount(train_set.labels, minlength=len(classes)).tolist()
     num_samples = config.samples_per_epoch or len(train_set)
     loader_gen = torch.Generator().manual_seed(config.seed)
@@ -148,7 +153,7 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
     aug_gen = torch.Generator().manual_seed(config.seed + 1)
 
     # model, loss, optimizer, schedule
-    model, weights_note = create_classifier(config.model, len(classes), channels, config.weights)
+    model, weights_note = create_classifier(config.model, len(classes), channels, config.weights, compare)
     if cuda:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = make_loss(rebalance.loss, counts)
@@ -181,10 +186,10 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
                 labels = labels.to(device)
                 x = to_unit(images.to(device, non_blocking=True))
                 if dense:  # the mask follows its image through the same affine
-                    x, moved = augment(x, aug_gen, masks[0])
+                    x, moved = augment(x, aug_gen, masks[0], jitter_channels=channels)
                 else:
-                    x = augment(x, aug_gen)
-                x = normalize(x)
+                    x = augment(x, aug_gen, jitter_channels=channels)
+                x = normalize(x, compare)
                 if cuda:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with accelerator.autocast():
@@ -209,7 +214,7 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
                       "train_s": time.perf_counter() - epoch_start, "data_wait_s": data_s}
             if val_set is not None:
                 logits, maps = predict_outputs(accelerator.unwrap_model(model), val_set.images, device,
-                                               channels_last=cuda)
+                                               channels_last=cuda, reference=compare)
                 record["val_loss"] = nn.functional.cross_entropy(logits, val_set.labels).item()
                 scores = class_scores(logits, maps, config.rule if dense else "image", good)
                 record["val_balanced_accuracy"] = _balanced_accuracy(val_set.labels,
@@ -229,8 +234,8 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
     final.load_state_dict(best["state"])
     thresholds = {}
     if calibration_rows:
-        held = ImageSet(calibration_rows, classes, cache, config.size, channels)
-        logits, maps = predict_outputs(final, held.images, device, channels_last=cuda)
+        held = ImageSet(calibration_rows, classes, cache, config.size, channels, reference=reference)
+        logits, maps = predict_outputs(final, held.images, device, channels_last=cuda, reference=compare)
         thresholds = {rule: calibrate(detection_score(class_scores(logits, maps, rule, good), good))
                       for rule in rules_for(maps)}
 
@@ -238,7 +243,8 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
                   "classes": classes, "size": config.size, "weights_note": weights_note,
                   "best_epoch": best["epoch"], "train": asdict(config), "rebalance": rebalance.model_dump(),
                   "rule": config.rule if dense else "image", "thresholds": thresholds,
-                  "calibration_size": len(calibration_rows or []), "history": history}
+                  "calibration_size": len(calibration_rows or []), "history": history,
+                  "reference": reference.describe() if compare else None}
     if accelerator.is_main_process:
         save_checkpoint(out_dir, best["state"], config_doc)
     accelerator.wait_for_everyone()
@@ -260,6 +266,7 @@ def load_classifier(out_dir: Path) -> tuple[nn.Module, dict]:
         state = load_file(str(out_dir / "model.safetensors"))
     except (OSError, ValueError) as e:
         raise DefectsynthError(f"{out_dir}: no readable classifier checkpoint ({e}); train it again") from None
-    model, _ = create_classifier(config["model"], config["num_classes"], config["in_channels"], "none")
+    model, _ = create_classifier(config["model"], config["num_classes"], config["in_channels"], "none",
+                                 bool(config.get("reference")))
     model.load_state_dict(state)
     return model.eval(), config

@@ -142,17 +142,21 @@ def _first_conv(model: nn.Module) -> tuple[nn.Module, str]:
     return model.features[0], "0"
 
 
-def _adapt_input(model: nn.Module, in_channels: int) -> None:
-    """Swap the RGB input convolution for a grayscale one; the RGB filters are summed (as timm's
-    adapt_input_conv does) so ImageNet weights stay meaningful."""
+def _adapt_input(model: nn.Module, in_channels: int, extra: int = 0, pretrained: bool = False) -> None:
+    """Swap the RGB input convolution for one taking `in_channels` image channels plus `extra` more (the
+    reference difference channel). For grayscale the RGB filters are summed (as timm's
+    adapt_input_conv does) so ImageNet weights stay meaningful. A pretrained model's extra channel
+    starts at zero weight, so the model starts as it was; from scratch every channel starts random."""
     parent, attr = _first_conv(model)
     conv: nn.Conv2d = getattr(parent, attr)
-    if conv.in_channels == in_channels:
+    if conv.in_channels == in_channels + extra:
         return
-    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+    new = nn.Conv2d(in_channels + extra, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                     conv.dilation, conv.groups, conv.bias is not None)
     with torch.no_grad():
-        new.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
+        if pretrained or not extra:
+            new.weight.zero_()
+            new.weight[:, :in_channels].copy_(conv.weight if in_channels == 3 else conv.weight.sum(1, keepdim=True))
         if conv.bias is not None:
             new.bias.copy_(conv.bias)
     setattr(parent, attr, new)
@@ -177,12 +181,15 @@ def _imagenet_state(name: str) -> dict[str, torch.Tensor]:
 
 
 def create_classifier(name: str, num_classes: int, in_channels: int = 3,
-                      weights: str = "auto") -> tuple[nn.Module, str]:
+                      weights: str = "auto", reference: bool = False) -> tuple[nn.Module, str]:
+    """`in_channels`: of the image (1 or 3); `reference`: one more input channel, the difference to good
+    parts (train/reference.py)."""
     if name not in _REGISTRY:
         raise DefectsynthError(f"--model {name!r} is unknown; use one of: {', '.join(list_models())}")
     if in_channels not in (1, 3):
         raise DefectsynthError(f"images have {in_channels} channels; only grayscale (1) and RGB (3) are supported")
     model = _REGISTRY[name](num_classes)
+    pretrained = False
     if weights == "none":
         note = f"{name} trained from scratch (--weights none)"
     elif weights in ("auto", "imagenet"):
@@ -206,11 +213,12 @@ def create_classifier(name: str, num_classes: int, in_channels: int = 3,
                 model.load_state_dict({k: v for k, v in state.items()
                                        if k not in head or own[k].shape == v.shape}, strict=False)
                 note = f"{name} from ImageNet weights ({_WEIGHTS[name]}), new {num_classes}-class head"
+                pretrained = True
     else:
         path = Path(weights)
         if not path.is_file():
             raise DefectsynthError(f"--weights {weights}: no such file; use auto, imagenet, none or a .safetensors path")
-        _adapt_input(model, in_channels)
+        _adapt_input(model, in_channels, int(reference))
         try:
             model.load_state_dict(load_file(str(path)))
         except Exception as e:  # safetensors and torch raise several types for a wrong or damaged file
@@ -218,7 +226,7 @@ def create_classifier(name: str, num_classes: int, in_channels: int = 3,
                                    f"{in_channels} channel(s) ({str(e).splitlines()[0][:120]})") from None
         _short_run_batchnorm(model)
         return model, f"{name} from checkpoint {path}"
-    _adapt_input(model, in_channels)
+    _adapt_input(model, in_channels, int(reference), pretrained)
     _short_run_batchnorm(model)
     return model, note
 

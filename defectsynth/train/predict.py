@@ -30,6 +30,7 @@ from defectsynth.io import IMAGE_SUFFIXES, read_image, write_png, write_text
 from defectsynth.train.decide import defect_probability
 from defectsynth.train.evaluate import predict_images
 from defectsynth.train.loop import load_classifier
+from defectsynth.train.reference import Reference
 
 OVERLAY_SIDE = 512  # longest side of an overlay PNG
 BATCH = 32
@@ -114,6 +115,7 @@ def predict(model_dir: Path, inputs: list[str], out_dir: Path, device: str = "au
     model, config = load_classifier(checkpoint)
     classes, size, channels = config["classes"], config["size"], config["in_channels"]
     good = classes.index(GOOD)
+    reference = Reference.of_model(config)
     paths = find_images(inputs)
     out_dir = Path(out_dir)
     rows, overlays, taken = [], [], set()
@@ -122,7 +124,13 @@ def predict(model_dir: Path, inputs: list[str], out_dir: Path, device: str = "au
         for start in range(0, len(paths), BATCH):
             batch = paths[start:start + BATCH]
             loaded = [load_input(p, channels, size) for p in batch]
-            images = torch.from_numpy(np.stack([small for _image, small in loaded]))
+            images = np.stack([small for _image, small in loaded])
+            if reference is not None:  # an input that is one of its good images is not compared with itself
+                differences = [reference.compare(small[0] if channels == 1 else small.transpose(1, 2, 0),
+                                                 [str(p.resolve())])
+                               for p, (_image, small) in zip(batch, loaded, strict=True)]
+                images = np.concatenate([images, np.stack(differences)[:, None]], 1)
+            images = torch.from_numpy(images)
             _logits, maps, scores, labels = predict_images(model, config, images, device)
             probability = None
             if maps is not None:

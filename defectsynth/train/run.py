@@ -23,13 +23,14 @@ from accelerate import PartialState
 from defectsynth.balance import RebalanceConfig, arms_problem, load_training_set, rebalance
 from defectsynth.data.cache import ImageCache
 from defectsynth.data.guard import check_no_leakage
+from defectsynth.data.layout import GOOD
 from defectsynth.data.manifest import Row
 from defectsynth.data.split import Split, load_split, make_split, save_split
 from defectsynth.device import pick_device
 from defectsynth.errors import DefectsynthError
 from defectsynth.report import summary_table, write_report
 from defectsynth.report.figures import MapExamples
-from defectsynth.synth.partpose import training_augmentation
+from defectsynth.synth.partpose import PartPoses, training_augmentation
 from defectsynth.train.data import without_fold
 from defectsynth.train.decide import CALIBRATED, DEFAULT_RULE
 from defectsynth.train.evaluate import evaluate_heldout, heldout_metrics
@@ -38,6 +39,7 @@ from defectsynth.train.folds import plan as val_plan
 from defectsynth.train.loop import TrainConfig, train_classifier
 from defectsynth.train.models import has_map
 from defectsynth.train.presets import preset as preset_settings
+from defectsynth.train.reference import CANDIDATES, CLOSEST, Reference, use_reference
 from defectsynth.workspace import Workspace
 
 ORIGINAL = "original"
@@ -83,9 +85,10 @@ def map_examples(runs: list[dict], cache: ImageCache, dense: bool) -> MapExample
                        f"{run['arm']}, split {run['split']} seed {run['seed']}")
 
 
-def run_name(arms: list[str], splits: int, seeds: int, model: str, size: int, epochs: int) -> str:
+def run_name(arms: list[str], splits: int, seeds: int, model: str, size: int, epochs: int,
+             reference: bool = False) -> str:
     """Deterministic, so re-running the same comparison overwrites the same report."""
-    return f"{'+'.join(arms)}-{splits}x{seeds}-{model}-{size}px-{epochs}ep"
+    return f"{'+'.join(arms)}-{splits}x{seeds}-{model}{'-ref' if reference else ''}-{size}px-{epochs}ep"
 
 
 def load_arm(ws: Workspace, arm: str) -> tuple[list[Row], RebalanceConfig]:
@@ -129,7 +132,8 @@ def sample_paths(sets: SplitSets) -> list[str]:
 def train_eval(ws: Workspace, arms: list[str] | None = None, splits: int = 1, seeds: int = 1,
                model: str | None = None, weights: str | None = None, size: int | None = None,
                epochs: int | None = None, device: str = "auto", preset: str = "default",
-               progress: bool = True, say=print, val: str | None = None, augment: str = "auto") -> dict:
+               progress: bool = True, say=print, val: str | None = None, augment: str = "auto",
+               reference: str | None = None) -> dict:
     """Train and evaluate every arm x split x seed, write the report; return {report_dir, runs, settings,
     summary (the rows of report.summary_table)}."""
     start = time.perf_counter()
@@ -144,18 +148,24 @@ def train_eval(ws: Workspace, arms: list[str] | None = None, splits: int = 1, se
             settings[key] = value
     val = val or DEFAULT_VAL
     val_plan([], val, 0)  # an unknown --val fails before any work
-    # the augmentation follows the part: any angle for parts that lie at any angle (synth/partpose.py)
-    goods = [r.path for r in ws.split(say=lambda _msg: None).real_rows("train") if r.label == "good"]
-    part_pose, overrides = training_augmentation(goods, augment)
+    reference = reference or "auto"
+    use_reference(reference, "")  # an unknown --reference fails before any work
+    # the augmentation follows the part: any angle for parts that lie at any angle (synth/partpose.py);
+    # a part fixed in one pose is also compared with good parts (train/reference.py)
+    goods = [r.path for r in ws.split(say=lambda _msg: None).real_rows("train") if r.label == GOOD]
+    poses = PartPoses.from_paths(goods) if "auto" in (augment, reference) else None
+    part_pose, overrides = training_augmentation(goods, augment, poses)
     settings.update(overrides)
-    say(part_pose)
+    compare = use_reference(reference, poses.kind if poses else "")
+    rotating = poses.kind == "rotating" if poses else augment == "rotating"
+    say(part_pose + ("; input: image + difference to the closest good training images" if compare else ""))
     parents = {arm: load_arm(ws, arm) for arm in arms}
     state = PartialState(cpu=pick_device(device).type == "cpu")
     cache = ImageCache(ws.cache_dir)
     real = ws.split(say=lambda _msg: None).rows  # every real image: the training and held-out ones of any split
     cache.warm([r.path for r in real] + [r.path for rows, _config in parents.values() for r in rows],
                [r.mask for r in real if r.mask], settings["size"], progress)
-    name = run_name(arms, splits, seeds, settings["model"], settings["size"], settings["epochs"])
+    name = run_name(arms, splits, seeds, settings["model"], settings["size"], settings["epochs"], compare)
     name += "" if val == DEFAULT_VAL else f"-val{val}"
     rule = DEFAULT_RULE if has_map(settings["model"]) else "image"
     runs, samples, notes = [], [], set()
@@ -163,6 +173,8 @@ def train_eval(ws: Workspace, arms: list[str] | None = None, splits: int = 1, se
         with state.main_process_first():
             sets = prepare_split(ws, k, splits, parents, progress)
         samples = samples or sample_paths(sets)
+        goods_k = [r.path for r in sets.split.real_rows("train") if r.label == GOOD]
+        ref = Reference(goods_k, settings["size"], cache, follow_pose=rotating) if compare else None
         for seed in range(seeds):
             spend = val_plan(sets.split.real_rows("train"), val, seed)
             fold = spend.held_back
@@ -179,14 +191,15 @@ def train_eval(ws: Workspace, arms: list[str] | None = None, splits: int = 1, se
                     for j, kfold in enumerate(spend.kfolds):
                         r = train_classifier(without_fold(train_sets[arm], kfold), kfold, sets.split.classes,
                                              cache, config, sets.arms[arm][1], out_dir / f"fold{j}",
-                                             progress=progress, description=f"{what} fold {j + 1}")
+                                             progress=progress, description=f"{what} fold {j + 1}",
+                                             reference=ref)
                         histories.append(r.history)
                         extra_s += r.wall_s
                     stop = best_epoch(histories)
                     config.stop_epoch = stop
                 result = train_classifier(train_sets[arm], spend.val, sets.split.classes, cache, config,
                                           sets.arms[arm][1], out_dir, progress=progress, description=what,
-                                          calibration_rows=spend.calibration)
+                                          calibration_rows=spend.calibration, reference=ref)
                 preds = evaluate_heldout(result.checkpoint, sets.split, train_sets[arm] + fold, cache, device)
                 metrics, rules = heldout_metrics(preds, cache)
                 notes.add(result.weights_note)
@@ -209,6 +222,8 @@ def train_eval(ws: Workspace, arms: list[str] | None = None, splits: int = 1, se
            "samples_per_epoch": "the largest arm's training size, for every arm of a split",
            "val": val, "rule": f"{rule}, {'calibrated' if CALIBRATED else 'argmax'}",
            "validation": VALIDATION[val], "part_pose": part_pose,
+           "reference": (f"image + its difference to the {CLOSEST} closest of {CANDIDATES} good training images "
+                         "(train/reference.py)") if compare else "image only",
            "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
            "wall_s": round(time.perf_counter() - start, 1)}
     report_dir = ws.report_dir(name)

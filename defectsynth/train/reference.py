@@ -1,0 +1,141 @@
+"""Golden-template comparison as a model input: where an image differs from every close good part.
+
+An inspector compares a part with good ones; a small from-scratch network given only the picture has
+to learn what "good" looks like from a few hundred images and misses a 3 px lead that is gone. So
+for a part that sits at the same place in every image, each image gets one more channel: its
+distance (LAB) to the closest of a few good training images after registering it to them (phase
+correlation), the minimum over those images each shifted a pixel either way, so that ordinary
+part-to-part variation reads as good. The same channel is computed for every image the model sees:
+training, calibration, held-out and `predict` inputs alike, against the same good training images;
+an image is never compared with itself or with the good images it was made from, so a training image
+looks to the channel as a new one would.
+
+    reference = Reference(good_paths, size=128, cache=cache)
+    channel = reference.difference(path, exclude={path})  # size x size uint8
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from defectsynth.data.cache import ImageCache
+from defectsynth.data.manifest import Row
+from defectsynth.errors import DefectsynthError
+from defectsynth.io import read_image
+from defectsynth.synth.change import _shift
+from defectsynth.synth.part import _dist, _lab
+from defectsynth.synth.partpose import PartPoses, transfer_matrix
+
+CANDIDATES = 32  # good images registered to each image; spread over the sorted training goods
+CLOSEST = 5  # of them, compared pixel by pixel
+TOLERANCE_PX = 1  # each compared good image also shifted this far, so a 1 px misregistration is not change
+SCALE = 2.0  # LAB distance per uint8 step above 127 is halved: 0-127 keeps full resolution
+MEAN, STD = 0.08, 0.12  # of the channel in [0, 1] on good parts, for the network's input
+CHOICES = ("auto", "on", "off")
+
+
+def _encode(distance: np.ndarray) -> np.ndarray:
+    # most good pixels lie under 30 and defects reach 150+: keep the low range exact, compress the top
+    d = np.where(distance <= 127, distance, 127 + (distance - 127) / SCALE)
+    return np.clip(np.round(d), 0, 255).astype(np.uint8)
+
+
+class Reference:
+    """The difference channel of images against good training images, at the model's input size."""
+
+    def __init__(self, good_paths: list[str], size: int, cache: ImageCache | None = None, spread: bool = True,
+                 follow_pose: bool = False):
+        """`spread`: pick CANDIDATES spread over the sorted `good_paths`; False: use them as given.
+        `follow_pose`: for a part that lies at any angle, each good image is first turned and moved onto
+        the part as it lies in the compared image (synth/partpose.py), then registered as for a fixed one."""
+        if not good_paths:
+            raise DefectsynthError("--reference on needs good training images to compare with; the split has none")
+        paths = sorted(str(Path(p).resolve()) for p in good_paths)  # resolved, so exclusion sees through spellings
+        idx = np.linspace(0, len(paths) - 1, min(CANDIDATES, len(paths))).round().astype(int) if spread \
+            else np.arange(len(paths))
+        self.paths = [paths[i] for i in sorted(set(idx.tolist()))]
+        self.size, self.cache = size, cache
+        goods = [self._read(p) for p in self.paths]
+        self.labs = [_lab(g) for g in goods]
+        self.window = cv2.createHanningWindow((size, size), cv2.CV_32F)
+        self.follow_pose = follow_pose
+        self.poses = PartPoses(goods) if follow_pose else None
+        self.good_poses = [self.poses.pose(p, g) for p, g in zip(self.paths, goods, strict=True)] if follow_pose else []
+        self.ident = hashlib.sha1(("|".join(self.paths) + f"|pose={follow_pose}").encode()).hexdigest()[:12]
+
+    @classmethod
+    def of_model(cls, config: dict, cache: ImageCache | None = None) -> Reference | None:
+        """The reference a saved model (its config.json) was trained with, or None; a one-line error when
+        its good images are gone."""
+        saved = config.get("reference")
+        if not saved:
+            return None
+        missing = [p for p in saved["paths"] if not Path(p).is_file()]
+        if missing:
+            raise DefectsynthError(f"{missing[0]}: a good image this model compares every input with is gone "
+                                   f"({len(missing)} of {len(saved['paths'])} missing); restore the category "
+                                   "folder it was trained on, or train the model again")
+        return cls(saved["paths"], config["size"], cache, spread=False, follow_pose=saved.get("follow_pose", False))
+
+    def _read(self, path: str) -> np.ndarray:
+        if self.cache is not None:
+            return self.cache.image(path, self.size)
+        return cv2.resize(read_image(path), (self.size, self.size), interpolation=cv2.INTER_AREA)
+
+    def describe(self) -> dict:
+        """What a saved model needs to rebuild this channel (train/predict.py)."""
+        return {"paths": self.paths, "closest": CLOSEST, "tolerance_px": TOLERANCE_PX, "follow_pose": self.follow_pose}
+
+    def difference(self, path: str, exclude: set[str] | frozenset = frozenset()) -> np.ndarray:
+        """size x size uint8: the image's distance to the closest good images (see _encode), leaving out
+        the good images in `exclude` (the image itself, the good images it was made from)."""
+        skip = sorted(set(self.paths) & {str(Path(e).resolve()) for e in exclude})
+        if self.cache is None:
+            return self.compare(self._read(path), skip)
+        return self.cache.derived(path, self.size, f"reference-{self.ident}-{'|'.join(skip)}",
+                                  lambda: self.compare(self._read(path), skip))
+
+    def compare(self, image: np.ndarray, skip: list[str] = ()) -> np.ndarray:
+        """The difference channel of a size x size image, leaving out the good images in `skip`
+        (resolved paths)."""
+        lab = _lab(image)
+        gray = lab[:, :, 0]
+        pose = self.poses.measure(image) if self.poses is not None else None
+        scored = []
+        for k, (path, ref) in enumerate(zip(self.paths, self.labs, strict=True)):
+            if path in skip:
+                continue
+            if pose is not None and pose.found and self.good_poses[k].found:
+                ref = cv2.warpAffine(ref, transfer_matrix(self.good_poses[k], pose), gray.shape[::-1],
+                                     flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            (sx, sy), _ = cv2.phaseCorrelate(ref[:, :, 0], gray, self.window)
+            moved = _shift(ref, sy, sx)
+            scored.append((float(np.median(_dist(lab, moved)[::2, ::2])), len(scored), moved))
+        scored.sort(key=lambda s: s[:2])
+        distance = np.full(gray.shape, np.inf, np.float32)
+        for _err, _k, moved in scored[:CLOSEST]:
+            for dy in range(-TOLERANCE_PX, TOLERANCE_PX + 1):
+                for dx in range(-TOLERANCE_PX, TOLERANCE_PX + 1):
+                    distance = np.minimum(distance, _dist(lab, _shift(moved, dy, dx)))
+        return _encode(distance)
+
+    def stack(self, rows: list[Row]) -> np.ndarray:
+        """N x 1 x size x size uint8 difference channels of `rows`, each compared without itself and
+        without the images it was made from."""
+        out = np.empty((len(rows), 1, self.size, self.size), np.uint8)
+        for i, r in enumerate(rows):
+            out[i, 0] = self.difference(r.path, {r.path, *r.parent_paths})
+        return out
+
+
+def use_reference(choice: str, kind: str) -> bool:
+    """Whether the model gets the difference channel: `auto` for a part (`kind` from synth/partpose.py:
+    fixed, or rotating, compared after turning the good parts onto it); a texture has no frame to
+    compare in."""
+    if choice not in CHOICES:
+        raise DefectsynthError(f"--reference {choice!r} is unknown; use one of: {', '.join(CHOICES)}")
+    return choice == "on" or (choice == "auto" and kind in ("fixed", "rotating"))

@@ -1,0 +1,135 @@
+"""The reference difference channel: it marks what differs from good parts, never compares an image with
+itself or the good image it was made from, follows a part that lies at any angle, and travels with a
+saved model to predict."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+from typer.testing import CliRunner
+
+from defectsynth.balance import RebalanceConfig
+from defectsynth.cli import app
+from defectsynth.data.cache import ImageCache
+from defectsynth.data.demo import make_demo
+from defectsynth.data.layout import GOOD
+from defectsynth.data.manifest import Row
+from defectsynth.errors import DefectsynthError
+from defectsynth.train import folds
+from defectsynth.train.evaluate import predict_rows
+from defectsynth.train.loop import TrainConfig, load_classifier, train_classifier
+from defectsynth.train.presets import preset
+from defectsynth.train.reference import Reference, use_reference
+from defectsynth.workspace import Workspace
+
+SIZE = 64
+
+
+def peak(channel: np.ndarray) -> float:
+    """Mean of the top 1% of a difference channel: how much of the image differs from every good part."""
+    values = np.sort(channel.ravel().astype(float))
+    return float(values[-max(1, values.size // 100):].mean())
+
+
+def test_difference_marks_the_defect_and_not_good_parts(workspace):
+    split = workspace.split(say=lambda _m: None)
+    cache = ImageCache(workspace.cache_dir)
+    goods = [r.path for r in split.real_rows("train") if r.label == GOOD]
+    reference = Reference(goods, 128, cache)  # the demo's own size: its thin leads are a pixel or two wide
+    test = split.real_rows("test")
+    scores = [peak(reference.difference(r.path)) for r in test]
+    assert roc_auc_score([r.label != GOOD for r in test], scores) >= 0.8
+    inside, outside = [], []
+    for r in test:
+        if r.label != GOOD and r.mask:
+            d, m = reference.difference(r.path).astype(float), cache.mask(r.mask, 128) > 0
+            inside.append(d[m].mean())
+            outside.append(d[~m].mean())
+    assert np.median(inside) > 3 * np.median(outside)
+
+
+def test_an_image_is_never_compared_with_itself_or_its_parents(workspace, tmp_path):
+    split = workspace.split(say=lambda _m: None)
+    cache = ImageCache(workspace.cache_dir)
+    goods = sorted(r.path for r in split.real_rows("train") if r.label == GOOD)
+    reference = Reference(goods, SIZE, cache)
+    good = goods[0]
+    assert peak(reference.difference(good)) < 1  # compared with itself: nothing differs
+    alone = reference.difference(good, {good})
+    assert peak(alone) > 5
+    # the same file spelled another way is still itself
+    assert np.array_equal(reference.difference(good, {str(Path(good).parent / "." / Path(good).name)}), alone)
+    # a synthetic image is compared without its parents: a copy of a good image, made "from" it
+    copy = tmp_path / "copy.png"
+    shutil.copy(good, copy)
+    row = Row(path=str(copy), label="cut_lead", split="train", source="synthetic", method="cutpaste",
+              parents=good, mask="", seed=0, params="{}")
+    assert np.array_equal(reference.stack([row])[0, 0], alone)
+    train_good = Row(path=good, label=GOOD, split="train", source="real", method="real", parents="", mask="",
+                     seed=0, params="{}")
+    assert np.array_equal(reference.stack([train_good])[0, 0], alone)
+
+
+@pytest.fixture(scope="module")
+def rotated_root(tmp_path_factory) -> Path:
+    return make_demo(tmp_path_factory.mktemp("rot") / "screw", seed=0, kind="rotated", size=128, n_train_good=12,
+                     n_test_good=4, n_per_defect=3, progress=False)
+
+
+def test_a_rotating_part_is_compared_after_turning_the_good_parts_onto_it(rotated_root):
+    goods = sorted(str(p) for p in (rotated_root / "train" / "good").glob("*.png"))
+    test = sorted((rotated_root / "test").glob("*/*.png"))
+    truth = [p.parent.name != GOOD for p in test]
+    following = Reference(goods, 128, follow_pose=True)
+    fixed = Reference(goods, 128)
+    good_peaks = {name: [peak(r.difference(str(p))) for p in test if p.parent.name == GOOD]
+                  for name, r in (("following", following), ("fixed", fixed))}
+    # good parts at other angles look different from every good image until the good images are turned
+    assert np.median(good_peaks["following"]) < 0.6 * np.median(good_peaks["fixed"])
+    assert roc_auc_score(truth, [peak(following.difference(str(p))) for p in test]) >= 0.9
+
+
+def test_reference_choice():
+    assert use_reference("auto", "fixed") and use_reference("auto", "rotating")
+    assert not use_reference("auto", "texture") and not use_reference("off", "fixed")
+    assert use_reference("on", "texture")
+    with pytest.raises(DefectsynthError, match="--reference 'maybe'"):
+        use_reference("maybe", "fixed")
+
+
+def test_saved_model_carries_its_reference_to_predict(demo_root, tmp_path):
+    ws = Workspace.open(demo_root, tmp_path / "work")
+    split = ws.split(say=lambda _m: None)
+    spend = folds.plan(split.real_rows("train"), "none", seed=0)
+    rows = [r for r in split.real_rows("train") if r not in spend.held_back]
+    cache = ImageCache(ws.cache_dir)
+    config = TrainConfig(**{**preset("fast"), "device": "cpu", "epochs": 1})
+    goods = [r.path for r in split.real_rows("train") if r.label == GOOD]
+    result = train_classifier(rows, [], split.classes, cache, config,
+                              RebalanceConfig(strategy="none", sampler="none", loss="ce"), ws.root / "model",
+                              progress=False, calibration_rows=spend.calibration,
+                              reference=Reference(goods, config.size, cache))
+    model, saved = load_classifier(result.checkpoint)
+    assert saved["reference"]["paths"] and model.features[0][0].in_channels == 4
+    test = split.real_rows("test")
+    evaluated = predict_rows(result.checkpoint, test, cache, device="cpu")
+    res = CliRunner().invoke(app, ["predict", str(result.checkpoint), *[r.path for r in test],
+                                   "--out", str(tmp_path / "pred"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    predicted = list(csv.DictReader((tmp_path / "pred" / "predictions.csv").open()))
+    # predict decodes each file itself, without the workspace cache: the same inputs, the same answers
+    assert [r["label"] for r in predicted] == evaluated.y_pred
+    np.testing.assert_allclose([float(r[f"score_{GOOD}"]) for r in predicted],
+                               [s[split.classes.index(GOOD)] for s in evaluated.scores], atol=1e-3)
+
+    gone = tmp_path / "gone"
+    shutil.copytree(result.checkpoint, gone)
+    text = (gone / "config.json").read_text().replace(saved["reference"]["paths"][0], str(tmp_path / "nope.png"))
+    (gone / "config.json").write_text(text)
+    res = CliRunner().invoke(app, ["predict", str(gone), test[0].path, "--out", str(tmp_path / "p2")])
+    assert res.exit_code == 2 and "is gone" in res.output and "Traceback" not in res.output, res.output
