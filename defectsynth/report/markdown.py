@@ -25,7 +25,7 @@ from defectsynth.train.stats import by_arm, compare_arms, summarize
 # Transistor, 4-way defect-type accuracy (%), ResNet-34 ImageNet-pretrained, first-3 split (AnomalyDiffusion, AAAI 2024)
 PUBLISHED_ON = "transistor"  # shown only for this category: the figures mean nothing beside another one
 PUBLISHED = [("AnomalyDiffusion (AAAI 2024)", 60.71), ("DFMGAN (AAAI 2023)", 52.38), ("Crop&Paste", 41.67)]
-SETTINGS_FIRST = ["device_used", "device", "model", "weights", "weights_notes", "size", "epochs", "batch_size", "lr",
+SETTINGS_FIRST = ["device_used", "device", "model", "reference", "weights", "weights_notes", "size", "epochs", "batch_size", "lr",
                   "preset", "wall_s", "data", "work", "protocol", "shots", "splits", "seeds", "arms", "validation"]
 DISTINGUISHABLE = "distinguishable from noise"
 NOT_DISTINGUISHABLE = "not distinguishable from noise"

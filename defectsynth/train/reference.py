@@ -59,7 +59,7 @@ class Reference:
             else np.arange(len(paths))
         self.paths = [paths[i] for i in sorted(set(idx.tolist()))]
         self.size, self.cache = size, cache
-        goods = [self._read(p) for p in self.paths]
+        goods = [self.read(p) for p in self.paths]
         self.labs = [_lab(g) for g in goods]
         self.window = cv2.createHanningWindow((size, size), cv2.CV_32F)
         self.follow_pose = follow_pose
@@ -81,7 +81,8 @@ class Reference:
                                    "folder it was trained on, or train the model again")
         return cls(saved["paths"], config["size"], cache, spread=False, follow_pose=saved.get("follow_pose", False))
 
-    def _read(self, path: str) -> np.ndarray:
+    def read(self, path: str) -> np.ndarray:
+        """An image as the channel sees it: size x size, decoded through the cache when there is one."""
         if self.cache is not None:
             return self.cache.image(path, self.size)
         return cv2.resize(read_image(path), (self.size, self.size), interpolation=cv2.INTER_AREA)
@@ -95,9 +96,9 @@ class Reference:
         the good images in `exclude` (the image itself, the good images it was made from)."""
         skip = sorted(set(self.paths) & {str(Path(e).resolve()) for e in exclude})
         if self.cache is None:
-            return self.compare(self._read(path), skip)
+            return self.compare(self.read(path), skip)
         return self.cache.derived(path, self.size, f"reference-{self.ident}-{'|'.join(skip)}",
-                                  lambda: self.compare(self._read(path), skip))
+                                  lambda: self.compare(self.read(path), skip))
 
     def compare(self, image: np.ndarray, skip: list[str] = ()) -> np.ndarray:
         """The difference channel of a size x size image, leaving out the good images in `skip`
