@@ -1,0 +1,63 @@
+"""Paired difference between two train-eval runs of the same splits and seeds (an ablation): B − A.
+
+train-eval compares arms within one run; a setting such as `--reference off` makes another run. For
+each arm present in both, the runs are paired by (split, seed): the mean of A and B, the paired
+difference with its bootstrap 95% interval (train/stats.py), and the per-class recall.
+
+    .venv/bin/python bench/paired.py runs/transistor/reports/<run A> runs/transistor/reports/<run B>
+    .venv/bin/python bench/paired.py <run A> <run B> --arms mask-pose:balanced   # arm mask-pose of A vs balanced of B
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from defectsynth.train.stats import paired_bootstrap
+
+METRICS = ("balanced_accuracy", "defect_type_accuracy", "false_alarm_rate", "image_auroc", "pixel_auroc", "pixel_ap")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("a", type=Path, help="report folder of the baseline run")
+    parser.add_argument("b", type=Path, help="report folder of the changed run")
+    parser.add_argument("--arms", default=None, help="ARM_A:ARM_B, to pair two differently named arms")
+    args = parser.parse_args()
+    runs = [json.loads((p / "metrics.json").read_text())["runs"] for p in (args.a, args.b)]
+    names = {r["arm"]: r["arm"] for r in runs[1]}  # arm of B -> arm of A it is paired with
+    if args.arms:
+        arm_a, arm_b = args.arms.split(":")
+        names = {arm_b: arm_a}
+    first = {(r["arm"], r["split"], r["seed"]): r for r in runs[0]}
+    console = Console()
+    for arm, arm_a in names.items():
+        pairs = [(first[key], r) for r in runs[1] if r["arm"] == arm
+                 and (key := (arm_a, r["split"], r["seed"])) in first]
+        if not pairs:
+            continue
+        table = Table(title=f"{args.b.name} {arm} − {args.a.name} {arm_a}, {len(pairs)} paired runs")
+        for column in ("metric", "A", "B", "Δ [95% CI]"):
+            table.add_column(column)
+        for metric in METRICS:
+            a = [x["metrics"].get(metric) for x, _ in pairs]
+            b = [y["metrics"].get(metric) for _, y in pairs]
+            if None in a or None in b:
+                continue
+            d = paired_bootstrap([y - x for x, y in zip(a, b, strict=True)])
+            table.add_row(metric, f"{np.mean(a):.3f}", f"{np.mean(b):.3f}",
+                          f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]")
+        for c, _ in pairs[0][0]["metrics"]["per_class"].items():
+            a = [x["metrics"]["per_class"][c]["recall"] for x, _ in pairs]
+            b = [y["metrics"]["per_class"][c]["recall"] for _, y in pairs]
+            table.add_row(f"recall {c}", f"{np.mean(a):.3f}", f"{np.mean(b):.3f}", "")
+        console.print(table)
+
+
+if __name__ == "__main__":
+    main()
