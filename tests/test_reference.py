@@ -8,6 +8,7 @@ import csv
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -24,15 +25,15 @@ from defectsynth.train import folds
 from defectsynth.train.evaluate import predict_rows
 from defectsynth.train.loop import TrainConfig, load_classifier, train_classifier
 from defectsynth.train.presets import preset
-from defectsynth.train.reference import Reference, use_reference
+from defectsynth.train.reference import CHANNELS, Reference, use_reference
 from defectsynth.workspace import Workspace
 
 SIZE = 64
 
 
-def peak(channel: np.ndarray) -> float:
-    """Mean of the top 1% of a difference channel: how much of the image differs from every good part."""
-    values = np.sort(channel.ravel().astype(float))
+def peak(channels: np.ndarray) -> float:
+    """Mean of the top 1% of the distance channel: how much of the image differs from every good part."""
+    values = np.sort(channels[0].ravel().astype(float))
     return float(values[-max(1, values.size // 100):].mean())
 
 
@@ -47,7 +48,7 @@ def test_difference_marks_the_defect_and_not_good_parts(workspace):
     inside, outside = [], []
     for r in test:
         if r.label != GOOD and r.mask:
-            d, m = reference.difference(r.path).astype(float), cache.mask(r.mask, 128) > 0
+            d, m = reference.difference(r.path)[0].astype(float), cache.mask(r.mask, 128) > 0
             inside.append(d[m].mean())
             outside.append(d[~m].mean())
     assert np.median(inside) > 3 * np.median(outside)
@@ -69,10 +70,10 @@ def test_an_image_is_never_compared_with_itself_or_its_parents(workspace, tmp_pa
     shutil.copy(good, copy)
     row = Row(path=str(copy), label="cut_lead", split="train", source="synthetic", method="cutpaste",
               parents=good, mask="", seed=0, params="{}")
-    assert np.array_equal(reference.stack([row])[0, 0], alone)
+    assert np.array_equal(reference.stack([row])[0], alone)
     train_good = Row(path=good, label=GOOD, split="train", source="real", method="real", parents="", mask="",
                      seed=0, params="{}")
-    assert np.array_equal(reference.stack([train_good])[0, 0], alone)
+    assert np.array_equal(reference.stack([train_good])[0], alone)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +116,7 @@ def test_saved_model_carries_its_reference_to_predict(demo_root, tmp_path):
                               progress=False, calibration_rows=spend.calibration,
                               reference=Reference(goods, config.size, cache))
     model, saved = load_classifier(result.checkpoint)
-    assert saved["reference"]["paths"] and model.features[0][0].in_channels == 4
+    assert saved["reference"]["paths"] and model.features[0][0].in_channels == 3 + CHANNELS
     test = split.real_rows("test")
     evaluated = predict_rows(result.checkpoint, test, cache, device="cpu")
     res = CliRunner().invoke(app, ["predict", str(result.checkpoint), *[r.path for r in test],
@@ -133,3 +134,22 @@ def test_saved_model_carries_its_reference_to_predict(demo_root, tmp_path):
     (gone / "config.json").write_text(text)
     res = CliRunner().invoke(app, ["predict", str(gone), test[0].path, "--out", str(tmp_path / "p2")])
     assert res.exit_code == 2 and "is gone" in res.output and "Traceback" not in res.output, res.output
+
+
+def test_signed_channel_tells_added_from_removed_material(workspace):
+    """A bright lead where a good part has dark board reads above 128; board where a lead should be, below."""
+    split = workspace.split(say=lambda _m: None)
+    cache = ImageCache(workspace.cache_dir)
+    goods = sorted(r.path for r in split.real_rows("train") if r.label == GOOD)
+    reference = Reference(goods[1:], 128, cache)
+    image = cache.image(goods[0], 128).copy()
+    lead = reference.compare(image)[1]
+    gray = (image.mean(2) if image.ndim == 3 else image).astype(np.float32)
+    y, x = np.unravel_index(np.argmax(cv2.blur(gray, (9, 9))[8:-8, 8:-8]), (128 - 16, 128 - 16))
+    y, x = y + 8, x + 8  # the centre of the brightest 9 x 9 block: a lead or the part's highlight
+    brighter, darker = image.copy(), image.copy()
+    brighter[4:12, 4:12] = 255  # bright metal on the board's corner
+    darker[y - 4:y + 5, x - 4:x + 5] = 0  # that block made black
+    assert reference.compare(brighter)[1][5:11, 5:11].mean() > 150
+    assert reference.compare(darker)[1][y - 2:y + 3, x - 2:x + 3].mean() < 100
+    assert abs(float(np.median(lead)) - 128) < 4

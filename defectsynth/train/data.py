@@ -32,8 +32,8 @@ NO_MASK = 255  # coverage value of a defect image without a mask: its pixels are
 class ImageSet(Dataset):
     """Rows as an N x C x S x S uint8 tensor in memory and their class indices; items are (image, label).
 
-    With a `reference` (train/reference.py) each image gets one more channel, last: its difference to
-    the closest good training images.
+    With a `reference` (train/reference.py) each image gets reference.CHANNELS more channels, last: how
+    it differs from the closest good training images.
 
     With `masks=True` it also holds N x 1 x S x S uint8 mask coverage (0-254 share of the pixel the
     defect covers; good images all 0; a defect image with no mask all NO_MASK) and items are
@@ -84,15 +84,16 @@ def to_unit(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255)
 
 
-def normalize(images: torch.Tensor, reference: bool = False) -> torch.Tensor:
+def normalize(images: torch.Tensor, reference_channels: int = 0) -> torch.Tensor:
     """uint8 images, or floats in [0, 1], standardized with the ImageNet statistics (grayscale: their mean);
-    with `reference`, the last channel is the difference channel and has its own statistics."""
+    the last `reference_channels` are difference channels (train/reference.py), with their own statistics."""
     x = to_unit(images) if images.dtype == torch.uint8 else images
     mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
-    if x.shape[1] - reference == 1:
+    if x.shape[1] - reference_channels == 1:
         mean, std = mean.mean(0, keepdim=True), std.mean(0, keepdim=True)
-    if reference:
-        mean, std = torch.cat([mean, torch.tensor([REFERENCE_MEAN])]), torch.cat([std, torch.tensor([REFERENCE_STD])])
+    if reference_channels:
+        mean = torch.cat([mean, torch.tensor(REFERENCE_MEAN[:reference_channels])])
+        std = torch.cat([std, torch.tensor(REFERENCE_STD[:reference_channels])])
     return (x - mean.to(x.device).view(1, -1, 1, 1)) / std.to(x.device).view(1, -1, 1, 1)
 
 

@@ -6,8 +6,8 @@ Runs on whatever accelerate picks (CPU, one GPU, or several under `accelerate la
 autocast and channels_last on CUDA. The image loss and sampler come from the training set's rebalancing
 settings. A defect-map model (models.has_map) also learns a class per map cell from the masks: the
 same affine moves image and mask, and a per-cell cross-entropy (background weighted down) is added.
-With a `reference` (train/reference.py) every image the model sees carries one more channel, its
-difference to the closest good training images; the affine moves it with the image, the lighting
+With a `reference` (train/reference.py) every image the model sees carries more channels, how it
+differs from the closest good training images; the affine moves it with the image, the lighting
 jitter leaves it alone, and the checkpoint records the good images so that predict can rebuild it.
 After every epoch the model is scored on the validation fold (real training images held back from
 training), when there is one; the best epoch (else the last, or `stop_epoch`) is saved as safetensors
@@ -42,7 +42,8 @@ from defectsynth.io import write_bytes, write_text
 from defectsynth.train.data import Augment, ImageSet, cell_targets, image_channels, normalize, to_unit
 from defectsynth.train.decide import DEFAULT_RULE, calibrate, class_scores, decide, detection_score, rules_for
 from defectsynth.train.models import create_classifier, has_map, model_outputs
-from defectsynth.train.reference import Reference
+from defectsynth.train.reference import CHANNELS as REFERENCE_CHANNELS
+from defectsynth.train.reference import Reference, reference_channels
 
 
 @dataclass
@@ -91,13 +92,13 @@ def seed_everything(seed: int) -> None:
 
 @torch.no_grad()
 def predict_outputs(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 64,
-                    channels_last: bool = False, reference: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                    channels_last: bool = False, reference_channels: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Image logits and map logits (None for a plain classifier), float32 on the CPU, for a uint8
-    N x C x H x W tensor (its last channel the difference channel when `reference`), in eval mode."""
+    N x C x H x W tensor (its last `reference_channels` the difference channels), in eval mode."""
     model.eval()
     logits, maps = [], []
     for i in range(0, len(images), batch_size):
-        x = normalize(images[i:i + batch_size].to(device, non_blocking=True), reference)
+        x = normalize(images[i:i + batch_size].to(device, non_blocking=True), reference_channels)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, enabled=device.type == "cuda"):
@@ -111,9 +112,9 @@ def predict_outputs(model: nn.Module, images: torch.Tensor, device: torch.device
 
 
 def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 64,
-                   channels_last: bool = False, reference: bool = False) -> torch.Tensor:
+                   channels_last: bool = False, reference_channels: int = 0) -> torch.Tensor:
     """Image logits (float32, on the CPU) for a uint8 N x C x H x W tensor, in eval mode."""
-    return predict_outputs(model, images, device, batch_size, channels_last, reference)[0]
+    return predict_outputs(model, images, device, batch_size, channels_last, reference_channels)[0]
 
 
 def _balanced_accuracy(labels: torch.Tensor, preds: torch.Tensor) -> float:
@@ -138,7 +139,7 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
     # data: decoded once into memory; the sampler comes from the rebalancing settings
     channels = image_channels(train_rows, cache, config.size)
     dense = has_map(config.model)
-    compare = reference is not None  # the difference channel to good parts (train/reference.py)
+    compare = REFERENCE_CHANNELS if reference is not None else 0  # how images differ from good parts
     train_set = ImageSet(train_rows, classes, cache, config.size, channels, masks=dense, reference=reference)
     val_set = ImageSet(val_rows, classes, cache, config.size, channels, reference=reference) if val_rows else None
     counts = torch.bincount(train_set.labels, minlength=len(classes)).tolist()
@@ -214,7 +215,7 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
                       "train_s": time.perf_counter() - epoch_start, "data_wait_s": data_s}
             if val_set is not None:
                 logits, maps = predict_outputs(accelerator.unwrap_model(model), val_set.images, device,
-                                               channels_last=cuda, reference=compare)
+                                               channels_last=cuda, reference_channels=compare)
                 record["val_loss"] = nn.functional.cross_entropy(logits, val_set.labels).item()
                 scores = class_scores(logits, maps, config.rule if dense else "image", good)
                 record["val_balanced_accuracy"] = _balanced_accuracy(val_set.labels,
@@ -235,7 +236,7 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
     thresholds = {}
     if calibration_rows:
         held = ImageSet(calibration_rows, classes, cache, config.size, channels, reference=reference)
-        logits, maps = predict_outputs(final, held.images, device, channels_last=cuda, reference=compare)
+        logits, maps = predict_outputs(final, held.images, device, channels_last=cuda, reference_channels=compare)
         thresholds = {rule: calibrate(detection_score(class_scores(logits, maps, rule, good), good))
                       for rule in rules_for(maps)}
 
@@ -267,6 +268,6 @@ def load_classifier(out_dir: Path) -> tuple[nn.Module, dict]:
     except (OSError, ValueError) as e:
         raise DefectsynthError(f"{out_dir}: no readable classifier checkpoint ({e}); train it again") from None
     model, _ = create_classifier(config["model"], config["num_classes"], config["in_channels"], "none",
-                                 bool(config.get("reference")))
+                                 reference_channels(config))
     model.load_state_dict(state)
     return model.eval(), config

@@ -144,7 +144,7 @@ def _first_conv(model: nn.Module) -> tuple[nn.Module, str]:
 
 def _adapt_input(model: nn.Module, in_channels: int, extra: int = 0, pretrained: bool = False) -> None:
     """Swap the RGB input convolution for one taking `in_channels` image channels plus `extra` more (the
-    reference difference channel). For grayscale the RGB filters are summed (as timm's
+    reference difference channels). For grayscale the RGB filters are summed (as timm's
     adapt_input_conv does) so ImageNet weights stay meaningful. A pretrained model's extra channel
     starts at zero weight, so the model starts as it was; from scratch every channel starts random."""
     parent, attr = _first_conv(model)
@@ -181,9 +181,9 @@ def _imagenet_state(name: str) -> dict[str, torch.Tensor]:
 
 
 def create_classifier(name: str, num_classes: int, in_channels: int = 3,
-                      weights: str = "auto", reference: bool = False) -> tuple[nn.Module, str]:
-    """`in_channels`: of the image (1 or 3); `reference`: one more input channel, the difference to good
-    parts (train/reference.py)."""
+                      weights: str = "auto", reference_channels: int = 0) -> tuple[nn.Module, str]:
+    """`in_channels`: of the image (1 or 3); `reference_channels`: more input channels, how the image
+    differs from good parts (train/reference.py)."""
     if name not in _REGISTRY:
         raise DefectsynthError(f"--model {name!r} is unknown; use one of: {', '.join(list_models())}")
     if in_channels not in (1, 3):
@@ -218,7 +218,7 @@ def create_classifier(name: str, num_classes: int, in_channels: int = 3,
         path = Path(weights)
         if not path.is_file():
             raise DefectsynthError(f"--weights {weights}: no such file; use auto, imagenet, none or a .safetensors path")
-        _adapt_input(model, in_channels, int(reference))
+        _adapt_input(model, in_channels, reference_channels)
         try:
             model.load_state_dict(load_file(str(path)))
         except Exception as e:  # safetensors and torch raise several types for a wrong or damaged file
@@ -226,7 +226,7 @@ def create_classifier(name: str, num_classes: int, in_channels: int = 3,
                                    f"{in_channels} channel(s) ({str(e).splitlines()[0][:120]})") from None
         _short_run_batchnorm(model)
         return model, f"{name} from checkpoint {path}"
-    _adapt_input(model, in_channels, int(reference), pretrained)
+    _adapt_input(model, in_channels, reference_channels, pretrained)
     _short_run_batchnorm(model)
     return model, note
 

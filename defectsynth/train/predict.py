@@ -129,7 +129,7 @@ def predict(model_dir: Path, inputs: list[str], out_dir: Path, device: str = "au
                 differences = [reference.compare(small[0] if channels == 1 else small.transpose(1, 2, 0),
                                                  [str(p.resolve())])
                                for p, (_image, small) in zip(batch, loaded, strict=True)]
-                images = np.concatenate([images, np.stack(differences)[:, None]], 1)
+                images = np.concatenate([images, np.stack(differences)], 1)
             images = torch.from_numpy(images)
             _logits, maps, scores, labels = predict_images(model, config, images, device)
             probability = None

@@ -34,14 +34,18 @@ CANDIDATES = 32  # good images registered to each image; spread over the sorted 
 CLOSEST = 5  # of them, compared pixel by pixel
 TOLERANCE_PX = 1  # each compared good image also shifted this far, so a 1 px misregistration is not change
 SCALE = 2.0  # LAB distance per uint8 step above 127 is halved: 0-127 keeps full resolution
-MEAN, STD = 0.08, 0.12  # of the channel in [0, 1] on good parts, for the network's input
+CHANNELS = 2  # the distance, and the signed lightness difference to the good image that came closest
+MEAN, STD = (0.08, 0.5), (0.12, 0.06)  # of each channel in [0, 1] on good parts, for the network's input
 CHOICES = ("auto", "on", "off")
 
 
-def _encode(distance: np.ndarray) -> np.ndarray:
-    # most good pixels lie under 30 and defects reach 150+: keep the low range exact, compress the top
+def _encode(distance: np.ndarray, lightness: np.ndarray) -> np.ndarray:
+    """2 x H x W uint8: the distance (most good pixels lie under 30 and defects reach 150+: the low range
+    kept exact, the top compressed) and the lightness difference, 128 = none (bright metal where a good
+    part has dark board is above, board where a lead should be below)."""
     d = np.where(distance <= 127, distance, 127 + (distance - 127) / SCALE)
-    return np.clip(np.round(d), 0, 255).astype(np.uint8)
+    signed = 128 + lightness / 2
+    return np.clip(np.round(np.stack([d, signed])), 0, 255).astype(np.uint8)
 
 
 class Reference:
@@ -74,6 +78,9 @@ class Reference:
         saved = config.get("reference")
         if not saved:
             return None
+        if saved.get("channels", 1) != CHANNELS:
+            raise DefectsynthError(f"this model takes {saved.get('channels', 1)} difference channel(s); this version "
+                                   f"of defectsynth makes {CHANNELS}: train the model again")
         missing = [p for p in saved["paths"] if not Path(p).is_file()]
         if missing:
             raise DefectsynthError(f"{missing[0]}: a good image this model compares every input with is gone "
@@ -89,19 +96,20 @@ class Reference:
 
     def describe(self) -> dict:
         """What a saved model needs to rebuild this channel (train/predict.py)."""
-        return {"paths": self.paths, "closest": CLOSEST, "tolerance_px": TOLERANCE_PX, "follow_pose": self.follow_pose}
+        return {"paths": self.paths, "closest": CLOSEST, "tolerance_px": TOLERANCE_PX, "follow_pose": self.follow_pose,
+                "channels": CHANNELS}
 
     def difference(self, path: str, exclude: set[str] | frozenset = frozenset()) -> np.ndarray:
-        """size x size uint8: the image's distance to the closest good images (see _encode), leaving out
-        the good images in `exclude` (the image itself, the good images it was made from)."""
+        """CHANNELS x size x size uint8: how the image differs from the closest good images (see _encode),
+        leaving out the good images in `exclude` (the image itself, the good images it was made from)."""
         skip = sorted(set(self.paths) & {str(Path(e).resolve()) for e in exclude})
         if self.cache is None:
             return self.compare(self.read(path), skip)
-        return self.cache.derived(path, self.size, f"reference-{self.ident}-{'|'.join(skip)}",
+        return self.cache.derived(path, self.size, f"reference{CHANNELS}-{self.ident}-{'|'.join(skip)}",
                                   lambda: self.compare(self.read(path), skip))
 
     def compare(self, image: np.ndarray, skip: list[str] = ()) -> np.ndarray:
-        """The difference channel of a size x size image, leaving out the good images in `skip`
+        """The difference channels of a size x size image, leaving out the good images in `skip`
         (resolved paths)."""
         lab = _lab(image)
         gray = lab[:, :, 0]
@@ -118,19 +126,30 @@ class Reference:
             scored.append((float(np.median(_dist(lab, moved)[::2, ::2])), len(scored), moved))
         scored.sort(key=lambda s: s[:2])
         distance = np.full(gray.shape, np.inf, np.float32)
+        lightness = np.zeros(gray.shape, np.float32)
         for _err, _k, moved in scored[:CLOSEST]:
             for dy in range(-TOLERANCE_PX, TOLERANCE_PX + 1):
                 for dx in range(-TOLERANCE_PX, TOLERANCE_PX + 1):
-                    distance = np.minimum(distance, _dist(lab, _shift(moved, dy, dx)))
-        return _encode(distance)
+                    good = _shift(moved, dy, dx)
+                    d = _dist(lab, good)
+                    closer = d < distance
+                    distance = np.where(closer, d, distance)
+                    lightness = np.where(closer, gray - good[:, :, 0], lightness)
+        return _encode(distance, lightness)
 
     def stack(self, rows: list[Row]) -> np.ndarray:
-        """N x 1 x size x size uint8 difference channels of `rows`, each compared without itself and
-        without the images it was made from."""
-        out = np.empty((len(rows), 1, self.size, self.size), np.uint8)
+        """N x CHANNELS x size x size uint8 difference channels of `rows`, each compared without itself
+        and without the images it was made from."""
+        out = np.empty((len(rows), CHANNELS, self.size, self.size), np.uint8)
         for i, r in enumerate(rows):
-            out[i, 0] = self.difference(r.path, {r.path, *r.parent_paths})
+            out[i] = self.difference(r.path, {r.path, *r.parent_paths})
         return out
+
+
+def reference_channels(config: dict) -> int:
+    """How many difference channels a saved model (its config.json) takes."""
+    saved = config.get("reference")
+    return saved.get("channels", 1) if saved else 0
 
 
 def use_reference(choice: str, kind: str) -> bool:
