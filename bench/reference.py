@@ -64,7 +64,7 @@ def main() -> None:
         built = time.perf_counter() - start
         inputs = [reference.read(str(p)) for p in test]  # decoded first: the timing is the channel's own
         start = time.perf_counter()
-        scores = [score(reference.compare(image)) for image in inputs]
+        scores = [score(reference.compare(image)[0]) for image in inputs]  # the distance channel
         each = (time.perf_counter() - start) / len(test)
         classes = sorted({p.parent.name for p in test})
         medians = ", ".join(f"{c} {np.median([s for s, p in zip(scores, test, strict=True) if p.parent.name == c]):.0f}"
