@@ -28,23 +28,18 @@ class ImageCache:
         return self.root / str(size) / digest[:2] / f"{digest}.npy"
 
     def _get(self, path: Path, size: int, kind: str) -> np.ndarray:
-        key = self._key(path, size, kind)
-        if key.exists():
-            return np.load(key)
+        return self.derived(path, size, kind, lambda: self._decode(path, size, kind))
+
+    @staticmethod
+    def _decode(path: Path, size: int, kind: str) -> np.ndarray:
         if kind == "mask":
             arr = read_mask(path).astype(np.uint8) * 255
-            arr = cv2.resize(arr, (size, size), interpolation=cv2.INTER_NEAREST)
-        elif kind == "coverage":
+            return cv2.resize(arr, (size, size), interpolation=cv2.INTER_NEAREST)
+        if kind == "coverage":
             # area resampling: a 2 px lead at 512 px keeps a partial value at 128 px instead of vanishing
             arr = cv2.resize(read_mask(path).astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
-            arr = np.round(arr * 255).astype(np.uint8)
-        else:
-            arr = read_image(path)
-            arr = cv2.resize(arr, (size, size), interpolation=cv2.INTER_AREA)
-        with atomic_path(key) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, arr)
-        return arr
+            return np.round(arr * 255).astype(np.uint8)
+        return cv2.resize(read_image(path), (size, size), interpolation=cv2.INTER_AREA)
 
     def derived(self, path: Path | str, size: int, kind: str, compute) -> np.ndarray:
         """An array computed from the image at `path` by `compute()`, cached under `kind` (which must
