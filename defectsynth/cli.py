@@ -279,8 +279,9 @@ def generate_cmd(
     seed: SeedOpt = 0,
     data: DataOpt = None,
     work: WorkOpt = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes (same images for any "
-                                                                  "number).")] = 1,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Worker processes (same images for "
+                                                       "any number; default: one per CPU, for 64+ images "
+                                                       "each).")] = None,
 ):
     """Write synthetic defect images + masks to <work>/synthetic/<class>/<method>/ and record them in
     synthetic.csv; resumes and extends."""

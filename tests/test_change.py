@@ -14,7 +14,7 @@ from defectsynth.data.layout import GOOD
 from defectsynth.data.manifest import Row
 from defectsynth.io import read_image, read_mask, write_png
 from defectsynth.synth.change import NEAR, ChangeFinder
-from defectsynth.synth.cutpaste import REACH, CutPaste
+from defectsynth.synth.cutpaste import REACH, CutPaste, snap
 from defectsynth.synth.generate import generate
 from defectsynth.synth.part import PartModel, _lab
 from defectsynth.synth.preview import CUT_COLOR, write_preview
@@ -126,3 +126,17 @@ def test_preview_outlines_what_was_cut(workspace, tmp_path, with_cut):
     write_preview(tmp_path / "p.png", real, [], cut)
     sheet = read_image(tmp_path / "p.png")
     assert (sheet == CUT_COLOR).all(axis=-1).any() == with_cut
+
+
+def test_snap_moves_a_patch_to_where_its_surroundings_match():
+    """A patch cut at (40, 60) of a structured image, region in its middle, offered 3 px down and 2 px left:
+    snap finds where its surroundings line up again; without a search radius it stays where offered."""
+    rng = np.random.default_rng(0)
+    target = cv2.GaussianBlur(rng.integers(0, 256, (160, 160, 3), dtype=np.uint8), (0, 0), 2)
+    patch = target[40:80, 60:110].copy()
+    region = np.zeros(patch.shape[:2], bool)
+    region[12:28, 18:32] = True
+    patch[region] = 255  # the defect itself matches nothing in the target
+    assert snap(target, patch, ~region, 43, 58, radius=6) == (40, 60)
+    assert snap(target, patch, ~region, 43, 58, radius=0) == (43, 58)
+    assert snap(target, patch, ~region, 43, 58, radius=1) != (40, 60)  # only as far as the radius allows

@@ -17,7 +17,7 @@ from defectsynth.data.guard import check_no_leakage
 from defectsynth.data.split import Split
 from defectsynth.errors import DefectsynthError, LeakageError
 from defectsynth.io import read_image, read_mask, write_png
-from defectsynth.synth.generate import default_method, generate, read_synthetic
+from defectsynth.synth.generate import PER_WORKER, auto_workers, default_method, generate, read_synthetic
 from defectsynth.workspace import Workspace
 
 runner = CliRunner()
@@ -46,6 +46,12 @@ def test_files_rows_and_masks(workspace, label):
         assert json.loads(r.params)["index"] == int(Path(r.path).stem.split("_")[1])
     assert len(read_synthetic(workspace)) == 5
     assert (workspace.synthetic_dir(label, method) / "preview.png").is_file()
+
+
+def test_auto_workers_one_per_cpu_only_for_enough_images():
+    cpus = len(os.sched_getaffinity(0))
+    assert auto_workers(PER_WORKER - 1) == 1  # a test-sized request starts no pool
+    assert auto_workers(PER_WORKER * 64) == cpus
 
 
 def test_same_seed_same_bytes_any_workers_and_resume(workspace, tmp_path):

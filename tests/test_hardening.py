@@ -247,14 +247,16 @@ def test_08_recipe_not_utf8_or_a_folder(tmp_path):
     assert "folder" in one_line_error(*cli("run", tmp_path))
 
 
-@pytest.mark.parametrize("damage", ["latin1", "truncated"])
+@pytest.mark.parametrize("damage", ["latin1", "truncated", "cut between escaped quotes"])
 def test_08_damaged_synthetic_csv(workspace, damage):
     quiet_generate(workspace, "bent_lead", 3)
     data = workspace.synthetic_csv.read_bytes()
     if damage == "latin1":
         data = data.replace(b"bent_lead", "bent_l\xe9ad".encode("latin-1"), 1)
-    else:
+    elif damage == "truncated":
         data = data[: len(data) - 100]  # cut inside the last row
+    else:  # the quotes stay balanced: only the last row's parameters show the cut
+        data = data[: data.rindex(b'""') + 1]
     workspace.synthetic_csv.write_bytes(data)
     where = ["--data", workspace.data, "--work", workspace.root]
     for args in (["generate", "--class", "bent_lead", "--n", "4"], ["rebalance"]):

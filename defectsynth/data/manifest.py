@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -48,6 +49,13 @@ def write_manifest(path: Path, rows: list[Row]) -> None:
     write_text(Path(path), to_csv(rows))
 
 
+def _json_or_empty(text: str) -> bool:
+    try:
+        return not text or json.loads(text) is not None
+    except ValueError:
+        return False
+
+
 def read_manifest(path: Path) -> list[Row]:
     path = Path(path)
     if not path.is_file():
@@ -66,8 +74,11 @@ def read_manifest(path: Path) -> list[Row]:
         records = list(reader)
     except csv.Error as e:
         raise DefectsynthError(f"{path}: not a valid CSV ({e}){damaged}") from None
-    # Every row we write ends with a newline: a last line without one that is short of fields, or stops
-    # inside a quoted field, is a file cut short (a hand-made CSV may just lack the final newline).
-    if records and not text.endswith("\n") and (text.count('"') % 2 or None in records[-1].values()):
+    # Every row we write ends with a newline: a last line without one that is short of fields, stops
+    # inside a quoted field, or whose generator parameters are cut JSON (a cut between the two quotes of
+    # an escaped "" leaves the quotes balanced) is a file cut short (a hand-made CSV may just lack the
+    # final newline).
+    if records and not text.endswith("\n") and (text.count('"') % 2 or None in records[-1].values()
+                                                 or not _json_or_empty(records[-1].get("params") or "")):
         raise DefectsynthError(f"{path}: its last line (line {reader.line_num}) is incomplete{damaged}")
     return [Row(**{c: (r.get(c) or "") for c in COLUMNS}) for r in records]

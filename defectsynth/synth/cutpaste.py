@@ -127,11 +127,30 @@ def _overwritten(window: np.ndarray, patch: np.ndarray, region: np.ndarray, side
     return cv2.resize(found, (w, h), interpolation=cv2.INTER_NEAREST) > 0
 
 
+def snap(target: np.ndarray, patch: np.ndarray, context: np.ndarray, top: int, left: int,
+         radius: int) -> tuple[int, int]:
+    """The top-left corner within `radius` px of (top, left) where the patch's `context` (its pixels around
+    the pasted region) best matches `target` (least squared difference): the defect then joins the good
+    part's own leads and holes instead of landing a few pixels beside them, a seam the source never had."""
+    h, w = target.shape[:2]
+    ph, pw = context.shape
+    t0, l0 = max(0, top - radius), max(0, left - radius)
+    window = target[t0:min(h, top + ph + radius), l0:min(w, left + pw + radius)]
+    if radius < 1 or window.shape[0] < ph or window.shape[1] < pw or context.sum() < 16:
+        return top, left
+    gray = [cv2.cvtColor(_as_channels(x, target), cv2.COLOR_RGB2GRAY) if target.ndim == 3 else x
+            for x in (window, patch)]
+    cost = cv2.matchTemplate(gray[0].astype(np.float32), gray[1].astype(np.float32), cv2.TM_SQDIFF,
+                             mask=context.astype(np.float32))
+    _, _, (x, y), _ = cv2.minMaxLoc(np.nan_to_num(cost, nan=np.inf, posinf=np.finfo(np.float32).max))
+    return t0 + y, l0 + x
+
+
 @register_generator("cutpaste")
 class CutPaste(Generator):
     def __init__(self, placement: str = "auto", blend: str = "poisson", hflip: float = 0.0, vflip: float = 0.0,
                  rotate: float = 8.0, scale: float = 0.1, elastic: float = 0.3, brightness: float = 0.1,
-                 jitter: float = 0.02, dilate: float = 1 / 100, feather: float = 1 / 200, region: str = "change",
+                 jitter: float = 0.02, snap: float = 0.04, dilate: float = 1 / 100, feather: float = 1 / 200, region: str = "change",
                  mask_out: str = "annotated", **_ignored):
         if region not in REGIONS:
             raise DefectsynthError(f"cutpaste region {region!r} is unknown; use one of: {', '.join(REGIONS)}")
@@ -143,7 +162,7 @@ class CutPaste(Generator):
             raise DefectsynthError(f"cutpaste blend {blend!r} is unknown; use one of: {', '.join(BLENDS)}")
         # flips default to off: a transistor's leads point down and its case is not mirror-symmetric
         self.config = dict(placement=placement, blend=blend, hflip=hflip, vflip=vflip, rotate=rotate, scale=scale,
-                           elastic=elastic, brightness=brightness, jitter=jitter, dilate=dilate, feather=feather,
+                           elastic=elastic, brightness=brightness, jitter=jitter, snap=snap, dilate=dilate, feather=feather,
                            region=region, mask_out=mask_out)
         self.goods: list[str] = []
         self.defects: dict[str, list[tuple[str, str]]] = {}
@@ -287,6 +306,9 @@ class CutPaste(Generator):
                 patch, region_t, mask_t, plain_t = source[crop], region[crop], mask[crop], plain[crop]
             ph, pw = region_t.shape
             top, left = self._place(placement, (src_path, source), (good_path, good), (y0, x0), (ph, pw), rng)
+            if placement == "aligned" and c["snap"] > 0:
+                context = ~(cv2.dilate(region_t.astype(np.uint8), _disk(2 * grow)) > 0)
+                top, left = snap(good, patch, context, top, left, round(c["snap"] * side))
             base, pasted = good, region_t
             if reliable:
                 # the good part's own structure next to the defect, where the source shows bare background
