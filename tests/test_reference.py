@@ -5,6 +5,7 @@ saved model to predict."""
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -134,6 +135,14 @@ def test_saved_model_carries_its_reference_to_predict(demo_root, tmp_path):
     (gone / "config.json").write_text(text)
     res = CliRunner().invoke(app, ["predict", str(gone), test[0].path, "--out", str(tmp_path / "p2")])
     assert res.exit_code == 2 and "is gone" in res.output and "Traceback" not in res.output, res.output
+
+    other = tmp_path / "other"  # made with other comparison settings: its channels could not be rebuilt
+    shutil.copytree(result.checkpoint, other)
+    changed = json.loads((other / "config.json").read_text())
+    changed["reference"]["closest"] += 2
+    (other / "config.json").write_text(json.dumps(changed))
+    res = CliRunner().invoke(app, ["predict", str(other), test[0].path, "--out", str(tmp_path / "p3")])
+    assert res.exit_code == 2 and "train the model again" in res.output and "Traceback" not in res.output, res.output
 
 
 def test_signed_channel_tells_added_from_removed_material(workspace):

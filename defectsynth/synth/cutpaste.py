@@ -150,7 +150,7 @@ def snap(target: np.ndarray, patch: np.ndarray, context: np.ndarray, top: int, l
 class CutPaste(Generator):
     def __init__(self, placement: str = "auto", blend: str = "poisson", hflip: float = 0.0, vflip: float = 0.0,
                  rotate: float = 8.0, scale: float = 0.1, elastic: float = 0.3, brightness: float = 0.1,
-                 jitter: float = 0.02, snap: float = 0.04, dilate: float = 1 / 100, feather: float = 1 / 200, region: str = "change",
+                 jitter: float = 0.02, snap: float = 0.0, dilate: float = 1 / 100, feather: float = 1 / 200, region: str = "change",
                  mask_out: str = "annotated", **_ignored):
         if region not in REGIONS:
             raise DefectsynthError(f"cutpaste region {region!r} is unknown; use one of: {', '.join(REGIONS)}")

@@ -49,6 +49,13 @@ Since then every part category also gets the reference channels (train/reference
 classifiers took 80-137 s each; the balanced arm reached 0.626 +- 0.074 balanced accuracy, 0.040 false
 alarms and image AUROC 0.923 (README). The whole recipe from scratch took 1808 s (bench/e2e.py), 8 s
 over its 30-minute budget; a larger size was not adopted for that reason.
+
+Then measured on the same workspace (balanced arm, random splits 0-2, seed 0, reference channels on;
+`defectsynth train-eval --arms balanced --splits 3 --size 160` and `--epochs 14`, one job at a time):
+128 px 10 epochs 0.508 / 0.654 / 0.619 (mean 0.594), false alarms 0.033 / 0.017 / 0.050, 120-137 s
+per classifier; 160 px 0.580 / 0.602 / 0.590 (0.591), false alarms 0.100 / 0.133 / 0.050, 184-223 s;
+14 epochs 0.484 / 0.637 / 0.590 (0.570), false alarms 0.150 / 0.100 / 0.050, 143-154 s. Neither
+beats today's preset, and both cost more: the preset stays at 128 px and 10 epochs.
 """
 
 from __future__ import annotations

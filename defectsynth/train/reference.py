@@ -17,6 +17,7 @@ looks to the channel as a new one would.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import cv2
@@ -69,7 +70,8 @@ class Reference:
         self.follow_pose = follow_pose
         self.poses = PartPoses(goods) if follow_pose else None
         self.good_poses = [self.poses.pose(p, g) for p, g in zip(self.paths, goods, strict=True)] if follow_pose else []
-        self.ident = hashlib.sha1(("|".join(self.paths) + f"|pose={follow_pose}").encode()).hexdigest()[:12]
+        # every setting that shapes the channels names its cache entries, so a change is never served stale
+        self.ident = hashlib.sha1(json.dumps(self.describe(), sort_keys=True).encode()).hexdigest()[:12]
 
     @classmethod
     def of_model(cls, config: dict, cache: ImageCache | None = None) -> Reference | None:
@@ -81,6 +83,11 @@ class Reference:
         if saved.get("channels", 1) != CHANNELS:
             raise DefectsynthError(f"this model takes {saved.get('channels', 1)} difference channel(s); this version "
                                    f"of defectsynth makes {CHANNELS}: train the model again")
+        made = {k: saved.get(k) for k in ("closest", "tolerance_px")}
+        if made != {"closest": CLOSEST, "tolerance_px": TOLERANCE_PX}:
+            raise DefectsynthError(f"this model's difference channels compare with the closest {made['closest']} good "
+                                   f"images ±{made['tolerance_px']} px; this version of defectsynth uses {CLOSEST} "
+                                   f"±{TOLERANCE_PX}: train the model again")
         missing = [p for p in saved["paths"] if not Path(p).is_file()]
         if missing:
             raise DefectsynthError(f"{missing[0]}: a good image this model compares every input with is gone "
