@@ -140,3 +140,14 @@ def test_snap_moves_a_patch_to_where_its_surroundings_match():
     assert snap(target, patch, ~region, 43, 58, radius=6) == (40, 60)
     assert snap(target, patch, ~region, 43, 58, radius=0) == (43, 58)
     assert snap(target, patch, ~region, 43, 58, radius=1) != (40, 60)  # only as far as the radius allows
+
+
+def test_snapped_pastes_leave_less_seam_beside_the_defect(workspace):
+    """Same draws with and without snap: snapped bent leads land where their surroundings match, so the
+    image differs less from the good one it was pasted on, outside the defect."""
+    def seam(rows):
+        return [np.abs(read_image(Path(r.path)).astype(int) - read_image(Path(r.parent_paths[1])).astype(int))
+                .max(axis=-1)[~read_mask(Path(r.mask))].mean() for r in rows]
+    plain, snapped = seam(_make(workspace, "cutpaste")), seam(_make(workspace, "cutpaste-snap"))
+    assert np.mean(snapped) < np.mean(plain), (plain, snapped)
+    assert sum(s < p for s, p in zip(snapped, plain, strict=True)) >= 6, (plain, snapped)
