@@ -141,6 +141,12 @@ def test_snap_moves_a_patch_to_where_its_surroundings_match():
     assert snap(target, patch, ~region, 43, 58, radius=0) == (43, 58)
     assert snap(target, patch, ~region, 43, 58, radius=1) != (40, 60)  # only as far as the radius allows
 
+    stripes = np.tile(np.repeat(np.arange(0, 250, 25, dtype=np.uint8), 8)[None, :], (160, 2))[:, :160]
+    stripes = np.dstack([stripes] * 3)  # vertical stripes: nothing tells one height from another
+    patch = stripes[60:100, 40:90].copy()
+    patch[region] = 255
+    assert snap(stripes, patch, ~region, 60, 40, radius=12) == (60, 40)  # stays where it was offered
+
 
 def test_snapped_pastes_leave_less_seam_beside_the_defect(workspace):
     """Same draws with and without snap: snapped bent leads land where their surroundings match, so the

@@ -49,9 +49,10 @@ def test_files_rows_and_masks(workspace, label):
 
 
 def test_auto_workers_one_per_cpu_only_for_enough_images():
-    cpus = len(os.sched_getaffinity(0))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     assert auto_workers(PER_WORKER - 1) == 1  # a test-sized request starts no pool
-    assert auto_workers(PER_WORKER * 64) == cpus
+    assert auto_workers(PER_WORKER * cpus) == cpus
+    assert auto_workers(PER_WORKER * cpus * 4) == cpus  # never more than the CPUs
 
 
 def test_same_seed_same_bytes_any_workers_and_resume(workspace, tmp_path):

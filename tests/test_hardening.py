@@ -328,3 +328,13 @@ def test_10_split_not_written_before_options_are_checked(demo_root, tmp_path):
     for args in (["--class", "scratch", "--n", "2"], ["--class", "bent_lead", "--n", "0"]):
         one_line_error(*cli("generate", "--data", demo_root, "--work", work, *args))
         assert not (work / "split.json").exists()
+
+
+def test_08_hand_made_manifest_without_final_newline_is_read(tmp_path):
+    """Only what defectsynth writes is held to its own form: a hand-made last row without a final newline,
+    whose parameters are free text, is read as it stands."""
+    path = tmp_path / "hand.csv"
+    path.write_text("path,label,split,source,method,parents,mask,seed,params\n"
+                    "/a.png,good,train,real,real,,,,\n/b.png,cut_lead,train,synthetic,own,/a.png,/b_mask.png,0,n/a")
+    rows = read_manifest(path)
+    assert [r.params for r in rows] == ["", "n/a"]

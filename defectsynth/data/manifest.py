@@ -49,9 +49,14 @@ def write_manifest(path: Path, rows: list[Row]) -> None:
     write_text(Path(path), to_csv(rows))
 
 
-def _json_or_empty(text: str) -> bool:
+def _whole_params(text: str) -> bool:
+    """False for generator parameters that begin as a JSON object and do not end as one (cut short);
+    anything else a hand-made manifest holds there is its own business."""
+    if not text.lstrip().startswith("{"):
+        return True
     try:
-        return not text or json.loads(text) is not None
+        json.loads(text)
+        return True
     except ValueError:
         return False
 
@@ -79,6 +84,6 @@ def read_manifest(path: Path) -> list[Row]:
     # an escaped "" leaves the quotes balanced) is a file cut short (a hand-made CSV may just lack the
     # final newline).
     if records and not text.endswith("\n") and (text.count('"') % 2 or None in records[-1].values()
-                                                 or not _json_or_empty(records[-1].get("params") or "")):
+                                                 or not _whole_params(records[-1].get("params") or "")):
         raise DefectsynthError(f"{path}: its last line (line {reader.line_num}) is incomplete{damaged}")
     return [Row(**{c: (r.get(c) or "") for c in COLUMNS}) for r in records]

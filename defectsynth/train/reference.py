@@ -32,7 +32,7 @@ from defectsynth.synth.part import _dist, _lab
 from defectsynth.synth.partpose import PartPoses, transfer_matrix
 
 CANDIDATES = 32  # good images registered to each image; spread over the sorted training goods
-CLOSEST = 5  # of them, compared pixel by pixel
+CLOSEST = 5  # of them, compared pixel by pixel; 3 scored better alone but trained worse (README)
 TOLERANCE_PX = 1  # each compared good image also shifted this far, so a 1 px misregistration is not change
 SCALE = 2.0  # LAB distance per uint8 step above 127 is halved: 0-127 keeps full resolution
 CHANNELS = 2  # the distance, and the signed lightness difference to the good image that came closest
@@ -70,7 +70,7 @@ class Reference:
         self.follow_pose = follow_pose
         self.poses = PartPoses(goods) if follow_pose else None
         self.good_poses = [self.poses.pose(p, g) for p, g in zip(self.paths, goods, strict=True)] if follow_pose else []
-        # every setting that shapes the channels names its cache entries, so a change is never served stale
+        # the comparison settings (describe()) name the cache entries, so changing one is never served stale
         self.ident = hashlib.sha1(json.dumps(self.describe(), sort_keys=True).encode()).hexdigest()[:12]
 
     @classmethod
