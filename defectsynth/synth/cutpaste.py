@@ -14,15 +14,15 @@ masks follow) or everything pasted (`mask_out: change`).
 Image and masks go through ONE albumentations Compose (small rotation and scale, optional flips,
 elastic, brightness/contrast), so they stay registered. Placement `aligned` puts the region where it
 was on the part (the part's shift between the two images is measured, plus jitter): right for aligned
-products such as the transistor. `snap` (off by default; `cutpaste-snap` turns it on) then moves the patch, within that share of the
-side, to where its surroundings best match the good image; on real transistor it brought the synthetic
-cut leads' difference to the closest good images down to the real ones' (median 59 -> 38, real 33) and
-lifted cut_lead's held-out recall 0.20 -> 0.29, but bent_lead and damaged_case fell and the balanced
-accuracy with it (0.626 -> 0.584 over 5 splits, README; measured before its ties were mended), so it
-stays an option. `pose` first carries the source image, its masks and its change region
-from the source part's frame into the target part's frame (synth/partpose.py: position, angle, flip),
-so a defect on a screw's head lands on the head however the two screws lie. `object` puts it anywhere on
-the part, `anywhere` anywhere in the image. `auto` (the default) measures the category from its good
+products such as the transistor. `snap` (off by default; `cutpaste-snap` turns it on) then moves the
+patch, within that share of the side, to where its surroundings best match the good image; on real
+transistor it brought the synthetic cut leads' difference to the closest good images down to the real
+ones' (median 59 -> 38, real 33) and lifted cut_lead's held-out recall 0.20 -> 0.29, but bent_lead and
+damaged_case fell and the balanced accuracy with it (0.626 -> 0.584 over 5 splits, README; measured
+before its ties were mended), so it stays an option. `pose` first carries the source image, its masks
+and its change region from the source part's frame into the target part's frame (synth/partpose.py:
+position, angle, flip), so a defect on a screw's head lands on the head however the two screws lie.
+`object` puts it anywhere on the part, `anywhere` anywhere in the image. `auto` (the default) measures the category from its good
 images: a fixed part gets `aligned`, a part at any angle `pose`, a texture (no part) `anywhere`.
 Blending is Poisson (cv2.seamlessClone) or a feathered alpha; recipes/transistor-generators.yaml
 measures the two downstream.
@@ -43,7 +43,7 @@ from defectsynth.errors import DefectsynthError
 from defectsynth.io import mask_problem, read_image, read_mask
 from defectsynth.synth.base import Generator, Sample
 from defectsynth.synth.change import THRESHOLD, Change, ChangeFinder
-from defectsynth.synth.part import WORK_SIDE, PartModel, _dist, _lab
+from defectsynth.synth.part import WORK_SIDE, PartModel, _dist, _gray, _lab
 from defectsynth.synth.partpose import PartPoses
 from defectsynth.synth.registry import register_generator
 
@@ -143,9 +143,7 @@ def snap(target: np.ndarray, patch: np.ndarray, context: np.ndarray, top: int, l
     window = target[t0:min(h, top + ph + radius), l0:min(w, left + pw + radius)]
     if radius < 1 or window.shape[0] < ph or window.shape[1] < pw or context.sum() < 16:
         return top, left
-    gray = [cv2.cvtColor(_as_channels(x, target), cv2.COLOR_RGB2GRAY) if target.ndim == 3 else x
-            for x in (window, patch)]
-    cost = cv2.matchTemplate(gray[0].astype(np.float32), gray[1].astype(np.float32), cv2.TM_SQDIFF,
+    cost = cv2.matchTemplate(_gray(window).astype(np.float32), _gray(patch).astype(np.float32), cv2.TM_SQDIFF,
                              mask=context.astype(np.float32)).astype(np.float64)
     # where the surroundings say nothing (flat board, or along a lead) many places cost the same: the
     # offered place wins those ties, not the search window's first corner (a tiny pull towards it)
@@ -159,8 +157,8 @@ def snap(target: np.ndarray, patch: np.ndarray, context: np.ndarray, top: int, l
 class CutPaste(Generator):
     def __init__(self, placement: str = "auto", blend: str = "poisson", hflip: float = 0.0, vflip: float = 0.0,
                  rotate: float = 8.0, scale: float = 0.1, elastic: float = 0.3, brightness: float = 0.1,
-                 jitter: float = 0.02, snap: float = 0.0, dilate: float = 1 / 100, feather: float = 1 / 200, region: str = "change",
-                 mask_out: str = "annotated", **_ignored):
+                 jitter: float = 0.02, snap: float = 0.0, dilate: float = 1 / 100, feather: float = 1 / 200,
+                 region: str = "change", mask_out: str = "annotated", **_ignored):
         if region not in REGIONS:
             raise DefectsynthError(f"cutpaste region {region!r} is unknown; use one of: {', '.join(REGIONS)}")
         if mask_out not in MASKS_OUT:
@@ -171,8 +169,8 @@ class CutPaste(Generator):
             raise DefectsynthError(f"cutpaste blend {blend!r} is unknown; use one of: {', '.join(BLENDS)}")
         # flips default to off: a transistor's leads point down and its case is not mirror-symmetric
         self.config = dict(placement=placement, blend=blend, hflip=hflip, vflip=vflip, rotate=rotate, scale=scale,
-                           elastic=elastic, brightness=brightness, jitter=jitter, snap=snap, dilate=dilate, feather=feather,
-                           region=region, mask_out=mask_out)
+                           elastic=elastic, brightness=brightness, jitter=jitter, snap=snap, dilate=dilate,
+                           feather=feather, region=region, mask_out=mask_out)
         self.goods: list[str] = []
         self.defects: dict[str, list[tuple[str, str]]] = {}
         self.part: PartModel | None = None

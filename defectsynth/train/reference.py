@@ -38,6 +38,12 @@ SCALE = 2.0  # LAB distance per uint8 step above 127 is halved: 0-127 keeps full
 CHANNELS = 2  # the distance, and the signed lightness difference to the good image that came closest
 MEAN, STD = (0.08, 0.5), (0.12, 0.06)  # of each channel in [0, 1] on good parts, for the network's input
 CHOICES = ("auto", "on", "off")
+COMPARISON = {"channels": CHANNELS, "closest": CLOSEST, "tolerance_px": TOLERANCE_PX}  # a saved model must match
+
+
+def _settings(comparison: dict) -> str:
+    return (f"{comparison['channels']} channel(s), the closest {comparison['closest']} good images "
+            f"±{comparison['tolerance_px']} px")
 
 
 def _encode(distance: np.ndarray, lightness: np.ndarray) -> np.ndarray:
@@ -80,14 +86,12 @@ class Reference:
         saved = config.get("reference")
         if not saved:
             return None
-        if saved.get("channels", 1) != CHANNELS:
-            raise DefectsynthError(f"this model takes {saved.get('channels', 1)} difference channel(s); this version "
-                                   f"of defectsynth makes {CHANNELS}: train the model again")
-        made = {k: saved.get(k) for k in ("closest", "tolerance_px")}
-        if made != {"closest": CLOSEST, "tolerance_px": TOLERANCE_PX}:
-            raise DefectsynthError(f"this model's difference channels compare with the closest {made['closest']} good "
-                                   f"images ±{made['tolerance_px']} px; this version of defectsynth uses {CLOSEST} "
-                                   f"±{TOLERANCE_PX}: train the model again")
+        made = {"channels": saved.get("channels", 1), "closest": saved.get("closest"),
+                "tolerance_px": saved.get("tolerance_px")}
+        if made != COMPARISON:
+            raise DefectsynthError(f"this model's difference channels were made with {_settings(made)}; this "
+                                   f"version of defectsynth makes them with {_settings(COMPARISON)}: train the "
+                                   "model again")
         missing = [p for p in saved["paths"] if not Path(p).is_file()]
         if missing:
             raise DefectsynthError(f"{missing[0]}: a good image this model compares every input with is gone "
@@ -103,8 +107,7 @@ class Reference:
 
     def describe(self) -> dict:
         """What a saved model needs to rebuild this channel (train/predict.py)."""
-        return {"paths": self.paths, "closest": CLOSEST, "tolerance_px": TOLERANCE_PX, "follow_pose": self.follow_pose,
-                "channels": CHANNELS}
+        return {"paths": self.paths, "follow_pose": self.follow_pose, **COMPARISON}
 
     def difference(self, path: str, exclude: set[str] | frozenset = frozenset()) -> np.ndarray:
         """CHANNELS x size x size uint8: how the image differs from the closest good images (see _encode),
