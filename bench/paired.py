@@ -23,13 +23,22 @@ from defectsynth.train.stats import paired_bootstrap
 METRICS = ("balanced_accuracy", "defect_type_accuracy", "false_alarm_rate", "image_auroc", "pixel_auroc", "pixel_ap")
 
 
+def _runs(path: Path, parser: argparse.ArgumentParser) -> list[dict]:
+    """The runs of a report folder, or of its metrics.json named directly."""
+    metrics = path if path.suffix == ".json" else path / "metrics.json"
+    try:
+        return json.loads(metrics.read_text())["runs"]
+    except (OSError, ValueError, KeyError) as e:
+        parser.error(f"{metrics}: not a train-eval report's metrics.json ({e}); pass a folder under <work>/reports")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("a", type=Path, help="report folder of the baseline run")
-    parser.add_argument("b", type=Path, help="report folder of the changed run")
+    parser.add_argument("a", type=Path, help="report folder (or its metrics.json) of the baseline run")
+    parser.add_argument("b", type=Path, help="report folder (or its metrics.json) of the changed run")
     parser.add_argument("--arms", default=None, help="ARM_A:ARM_B, to pair two differently named arms")
     args = parser.parse_args()
-    runs = [json.loads((p / "metrics.json").read_text())["runs"] for p in (args.a, args.b)]
+    runs = [_runs(p, parser) for p in (args.a, args.b)]
     names = {r["arm"]: r["arm"] for r in runs[1]}  # arm of B -> arm of A it is paired with
     if args.arms:
         arm_a, arm_b = args.arms.split(":")

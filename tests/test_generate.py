@@ -17,7 +17,8 @@ from defectsynth.data.guard import check_no_leakage
 from defectsynth.data.split import Split
 from defectsynth.errors import DefectsynthError, LeakageError
 from defectsynth.io import read_image, read_mask, write_png
-from defectsynth.synth.generate import PER_WORKER, auto_workers, default_method, generate, read_synthetic
+from defectsynth.synth.generate import default_method, generate, read_synthetic
+from defectsynth.workers import PER_WORKER, auto_workers
 from defectsynth.workspace import Workspace
 
 runner = CliRunner()
@@ -71,6 +72,31 @@ def test_same_seed_same_bytes_any_workers_and_resume(workspace, tmp_path):
     rows = _quiet(workspace, split, "cut_lead", 6, seed=3)
     assert _bytes(rows) == first
     assert len(read_synthetic(workspace)) == 6  # re-running duplicates nothing
+
+
+def test_one_fit_serves_every_class_of_a_split_until_a_file_changes(workspace, tmp_path, monkeypatch):
+    from defectsynth.synth import generate as gen_module
+    from defectsynth.synth.cutpaste import CutPaste
+
+    fits = []
+    real_fit = CutPaste.fit
+    monkeypatch.setattr(CutPaste, "fit", lambda self, rows: (fits.append(len(rows)), real_fit(self, rows))[1])
+    monkeypatch.setattr(gen_module, "_FITTED", {})
+    split = workspace.split()
+    reused = Workspace.open(workspace.data, tmp_path / "reused")
+    reused.split(say=lambda _m: None)
+    _quiet(reused, reused.split(), "bent_lead", 2, method="cutpaste")
+    cut = _bytes(_quiet(reused, reused.split(), "cut_lead", 3, method="cutpaste"))
+    assert len(fits) == 1
+    monkeypatch.setattr(gen_module, "_FITTED", {})  # a fresh fit makes the same images as a reused one
+    fresh = Workspace.open(workspace.data, tmp_path / "fresh")
+    fresh.split(say=lambda _m: None)
+    assert _bytes(_quiet(fresh, fresh.split(), "cut_lead", 3, method="cutpaste")) == cut
+    assert len(fits) == 2
+    good = next(r.path for r in split.real_rows("train") if r.label == "good")
+    os.utime(good, ns=(os.stat(good).st_atime_ns, os.stat(good).st_mtime_ns + 10**9))  # an edited image
+    _quiet(fresh, fresh.split(), "damaged_case", 1, method="cutpaste")
+    assert len(fits) == 3
 
 
 def test_extend_keeps_existing(workspace):

@@ -77,6 +77,20 @@ def test_an_image_is_never_compared_with_itself_or_its_parents(workspace, tmp_pa
     assert np.array_equal(reference.stack([train_good])[0], alone)
 
 
+def test_channels_computed_in_worker_processes_are_the_ones_computed_here(workspace, tmp_path, monkeypatch):
+    monkeypatch.setattr("defectsynth.workers.PER_WORKER", 1)  # a pool even for a handful of images
+    monkeypatch.setattr("defectsynth.workers.usable_cpus", lambda: 2)
+    split = workspace.split(say=lambda _m: None)
+    goods = sorted(r.path for r in split.real_rows("train") if r.label == GOOD)
+    rows = split.real_rows("train") + split.real_rows("test")
+    cache = ImageCache(tmp_path / "cache")
+    warmed = Reference(goods, SIZE, cache)
+    warmed.warm(rows, progress=False)
+    kinds = [warmed._kind(warmed._skip({r.path, *r.parent_paths})) for r in rows]
+    assert all(cache.has(r.path, SIZE, kind) for r, kind in zip(rows, kinds, strict=True))
+    assert np.array_equal(warmed.stack(rows), Reference(goods, SIZE).stack(rows))  # no cache: computed here
+
+
 @pytest.fixture(scope="module")
 def rotated_root(tmp_path_factory) -> Path:
     return make_demo(tmp_path_factory.mktemp("rot") / "screw", seed=0, kind="rotated", size=128, n_train_good=12,

@@ -41,6 +41,10 @@ class ImageCache:
             return np.round(arr * 255).astype(np.uint8)
         return cv2.resize(read_image(path), (size, size), interpolation=cv2.INTER_AREA)
 
+    def has(self, path: Path | str, size: int, kind: str) -> bool:
+        """Whether derived(path, size, kind, ...) would be read from disk rather than computed."""
+        return self._key(Path(path), size, kind).exists()
+
     def derived(self, path: Path | str, size: int, kind: str, compute) -> np.ndarray:
         """An array computed from the image at `path` by `compute()`, cached under `kind` (which must
         name everything else the result depends on)."""

@@ -8,14 +8,7 @@ blocks of BLOCK images (one rng per block) so a GPU sees whole batches.
 
 from __future__ import annotations
 
-import ctypes
 import json
-import os
-import signal
-import sys
-import threading
-import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +24,11 @@ from defectsynth.io import remove_stale_temps, write_png
 from defectsynth.synth.base import Generator
 from defectsynth.synth.preview import PREVIEW, write_preview
 from defectsynth.synth.registry import create_generator
+from defectsynth.workers import auto_workers, worker_pool
 from defectsynth.workspace import Workspace
 
 DEFAULT_METHODS: dict[str, str] = {"misplaced": "pose"}
 BLOCK = 16  # images per rng block for learned generators
-PER_WORKER = 64  # images that make one more worker process worth its start-up (fit pickled to it, imports)
 SAVE_EVERY = 50  # rows recorded in synthetic.csv at least this often, so an interrupted run keeps its work
 
 
@@ -75,11 +68,10 @@ def _check_request(split: Split, label: str, n: int) -> None:
                                "with --shots 1 or more")
 
 
-def auto_workers(images: int) -> int:
-    """Worker processes for `images` images: one per usable CPU, none beyond one per PER_WORKER images.
-    Measured on real transistor (213 cut-paste images, 2 cores): 26.7 s with 1 worker, 18.5 s with 2."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cpus, images // PER_WORKER))
+# the last fit of each method in this process, by what it was fitted on: a recipe generates every defect
+# class of a split in turn, and cutpaste's fit (part model, poses, every source's change region) is the
+# same for all of them; measured on real transistor it was a third of a class's generation time
+_FITTED: dict[str, tuple[tuple, Generator]] = {}
 
 
 def _fit(ws: Workspace, split: Split, method: str, progress: bool, say) -> Generator:
@@ -88,8 +80,18 @@ def _fit(ws: Workspace, split: Split, method: str, progress: bool, say) -> Gener
         from defectsynth.synth.fitting import load_or_fit
 
         return load_or_fit(ws, split, method, progress=progress, say=say)
-    gen.fit(train_rows(split, f"generate --method {method}"))
-    return gen
+    rows = train_rows(split, f"generate --method {method}")
+    key = tuple(_stamp(r) for r in rows)
+    if method not in _FITTED or _FITTED[method][0] != key:
+        gen.fit(rows)
+        _FITTED[method] = (key, gen)
+    return _FITTED[method][1]
+
+
+def _stamp(row: Row) -> tuple:
+    """A training row as a fit sees it: its label and its files as they are now (an edited file refits)."""
+    files = [Path(row.path)] + ([Path(row.mask)] if row.mask else [])
+    return (row.label, *((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files))
 
 
 # worker state: the fitted generator, set once per process
@@ -99,43 +101,6 @@ _GEN: Generator | None = None
 def _init_worker(gen: Generator) -> None:
     global _GEN
     _GEN = gen
-
-
-def _init_pool_worker(gen: Generator, parent: int) -> None:
-    _die_with_parent(parent)
-    _init_worker(gen)
-
-
-def _die_with_parent(parent: int) -> None:
-    """End this worker when the command that started it ends, even by SIGKILL or SIGTERM: otherwise it
-    waits forever on its job queue, holding its memory. Linux: the kernel signals it (PR_SET_PDEATHSIG);
-    elsewhere a thread watches the parent."""
-    ppid = os.getppid()
-    try:
-        if not sys.platform.startswith("linux"):
-            raise OSError("no prctl")
-        if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL) != 0:  # 1 = PR_SET_PDEATHSIG
-            raise OSError(ctypes.get_errno(), "prctl failed")
-    except (OSError, AttributeError):
-        threading.Thread(target=_watch_parent, args=(ppid,), daemon=True).start()
-    if os.getppid() != ppid or not _alive(parent):  # the parent died before the watch began
-        os._exit(1)
-
-
-def _watch_parent(ppid: int) -> None:
-    while os.getppid() == ppid:
-        time.sleep(1)
-    os._exit(1)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
 
 
 def _make_block(job: tuple) -> list[Row]:
@@ -201,8 +166,7 @@ def generate(ws: Workspace, split: Split, label: str, n: int, method: str | None
             task = bar.add_task("generate", total=len(missing))
             try:
                 if workers > 1 and not gen.trainable:
-                    with ProcessPoolExecutor(workers, initializer=_init_pool_worker,
-                                             initargs=(gen, os.getpid())) as pool:
+                    with worker_pool(workers, _init_worker, gen) as pool:
                         for rows in pool.map(_make_block, jobs, chunksize=4):
                             new += rows
                             bar.advance(task, len(rows))

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from defectsynth.data.cache import ImageCache
 from defectsynth.data.manifest import Row
@@ -30,6 +31,7 @@ from defectsynth.io import read_image
 from defectsynth.synth.change import _shift
 from defectsynth.synth.part import _dist, _lab
 from defectsynth.synth.partpose import PartPoses, transfer_matrix
+from defectsynth.workers import auto_workers, worker_pool
 
 CANDIDATES = 32  # good images registered to each image; spread over the sorted training goods
 CLOSEST = 5  # of them, compared pixel by pixel; 3 scored better alone but trained worse (README)
@@ -112,11 +114,37 @@ class Reference:
     def difference(self, path: str, exclude: set[str] | frozenset = frozenset()) -> np.ndarray:
         """CHANNELS x size x size uint8: how the image differs from the closest good images (see _encode),
         leaving out the good images in `exclude` (the image itself, the good images it was made from)."""
-        skip = sorted(set(self.paths) & {str(Path(e).resolve()) for e in exclude})
+        skip = self._skip(exclude)
         if self.cache is None:
             return self.compare(self.read(path), skip)
-        return self.cache.derived(path, self.size, f"reference{CHANNELS}-{self.ident}-{'|'.join(skip)}",
-                                  lambda: self.compare(self.read(path), skip))
+        return self.cache.derived(path, self.size, self._kind(skip), lambda: self.compare(self.read(path), skip))
+
+    def _skip(self, exclude: set[str] | frozenset) -> list[str]:
+        return sorted(set(self.paths) & {str(Path(e).resolve()) for e in exclude})
+
+    def _kind(self, skip: list[str]) -> str:
+        return f"reference{CHANNELS}-{self.ident}-{'|'.join(skip)}"
+
+    def warm(self, rows: list[Row], progress: bool = True) -> None:
+        """Compute and cache now, in one worker process per CPU, the channels stack(rows) will read: a
+        split's new synthetic images are hundreds, each compared with CANDIDATES good images on one core.
+        Without a cache, or with too few missing to be worth a pool, stack() computes them as it goes."""
+        if self.cache is None:
+            return
+        jobs = {}
+        for r in rows:
+            exclude = frozenset({r.path, *r.parent_paths})
+            if not self.cache.has(r.path, self.size, self._kind(self._skip(exclude))):
+                jobs[(r.path, exclude)] = None
+        workers = auto_workers(len(jobs))
+        if workers < 2:
+            return
+        columns = (TextColumn("difference channels"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, disable=not progress, transient=True) as bar, \
+                worker_pool(workers, _init_worker, self) as pool:
+            task = bar.add_task("reference", total=len(jobs))
+            for _ in pool.map(_difference, list(jobs), chunksize=8):
+                bar.advance(task)
 
     def compare(self, image: np.ndarray, skip: list[str] = ()) -> np.ndarray:
         """The difference channels of a size x size image, leaving out the good images in `skip`
@@ -154,6 +182,19 @@ class Reference:
         for i, r in enumerate(rows):
             out[i] = self.difference(r.path, {r.path, *r.parent_paths})
         return out
+
+
+_REFERENCE: Reference | None = None  # worker state: the reference of the pool's process, set once
+
+
+def _init_worker(reference: Reference) -> None:
+    global _REFERENCE
+    _REFERENCE = reference  # (no cv2.setNumThreads here: in a forked worker it waits for the parent's threads)
+
+
+def _difference(job: tuple[str, frozenset]) -> None:
+    path, exclude = job
+    _REFERENCE.difference(path, exclude)  # cached (atomically) for the parent's stack() to read
 
 
 def reference_channels(config: dict) -> int:
