@@ -28,7 +28,7 @@ def _runs(path: Path, parser: argparse.ArgumentParser) -> list[dict]:
     metrics = path if path.suffix == ".json" else path / "metrics.json"
     try:
         return json.loads(metrics.read_text())["runs"]
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, TypeError) as e:
         parser.error(f"{metrics}: not a train-eval report's metrics.json ({e}); pass a folder under <work>/reports")
 
 

@@ -94,9 +94,13 @@ def test_one_fit_serves_every_class_of_a_split_until_a_file_changes(workspace, t
     assert _bytes(_quiet(fresh, fresh.split(), "cut_lead", 3, method="cutpaste")) == cut
     assert len(fits) == 2
     good = next(r.path for r in split.real_rows("train") if r.label == "good")
-    os.utime(good, ns=(os.stat(good).st_atime_ns, os.stat(good).st_mtime_ns + 10**9))  # an edited image
-    _quiet(fresh, fresh.split(), "damaged_case", 1, method="cutpaste")
-    assert len(fits) == 3
+    before = os.stat(good)
+    try:
+        os.utime(good, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))  # an edited image
+        _quiet(fresh, fresh.split(), "damaged_case", 1, method="cutpaste")
+        assert len(fits) == 3
+    finally:
+        os.utime(good, ns=(before.st_atime_ns, before.st_mtime_ns))  # the data is shared with other tests
 
 
 def test_extend_keeps_existing(workspace):

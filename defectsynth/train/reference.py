@@ -126,16 +126,18 @@ class Reference:
         return f"reference{CHANNELS}-{self.ident}-{'|'.join(skip)}"
 
     def warm(self, rows: list[Row], progress: bool = True) -> None:
-        """Compute and cache now, in one worker process per CPU, the channels stack(rows) will read: a
-        split's new synthetic images are hundreds, each compared with CANDIDATES good images on one core.
-        Without a cache, or with too few missing to be worth a pool, stack() computes them as it goes."""
+        """Compute and cache now, in worker processes (workers.auto_workers), the channels stack(rows) will
+        read: a split's new synthetic images are hundreds, each compared with CANDIDATES good images on
+        one core. Without a cache, or with too few missing to be worth a pool, stack() computes them as
+        it goes."""
         if self.cache is None:
             return
-        jobs = {}
+        jobs = {}  # one per cache entry: (resolved path, kind), as difference() names them
         for r in rows:
             exclude = frozenset({r.path, *r.parent_paths})
-            if not self.cache.has(r.path, self.size, self._kind(self._skip(exclude))):
-                jobs[(r.path, exclude)] = None
+            key = (str(Path(r.path).resolve()), self._kind(self._skip(exclude)))
+            if key not in jobs and not self.cache.has(r.path, self.size, key[1]):
+                jobs[key] = (r.path, exclude)
         workers = auto_workers(len(jobs))
         if workers < 2:
             return
@@ -143,7 +145,7 @@ class Reference:
         with Progress(*columns, disable=not progress, transient=True) as bar, \
                 worker_pool(workers, _init_worker, self) as pool:
             task = bar.add_task("reference", total=len(jobs))
-            for _ in pool.map(_difference, list(jobs), chunksize=8):
+            for _ in pool.map(_difference, list(jobs.values()), chunksize=8):
                 bar.advance(task)
 
     def compare(self, image: np.ndarray, skip: list[str] = ()) -> np.ndarray:

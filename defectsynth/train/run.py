@@ -176,8 +176,9 @@ def train_eval(ws: Workspace, arms: list[str] | None = None, splits: int = 1, se
         goods_k = [r.path for r in sets.split.real_rows("train") if r.label == GOOD]
         ref = Reference(goods_k, settings["size"], cache, follow_pose=rotating) if compare else None
         if ref is not None:
-            ref.warm([r for rows, _config in sets.arms.values() for r in rows] + sets.split.real_rows("test"),
-                     progress)
+            with state.main_process_first():  # the other processes then find every channel cached
+                ref.warm([r for rows, _config in sets.arms.values() for r in rows] + sets.split.real_rows("test"),
+                         progress)
         for seed in range(seeds):
             spend = val_plan(sets.split.real_rows("train"), val, seed)
             fold = spend.held_back
