@@ -2,7 +2,10 @@
 
 No training: each held-out image's channel (train/reference.py, against the category's train/good) is
 scored by the mean of its top 0.2% pixels; image AUROC good vs defect, the per-class median score, and
-the time per image. Compares following the part's pose with plain registration.
+the time per image. Compares following the part's pose with plain registration. Then the channels of
+every training good and held-out image computed into an empty cache as train-eval needs them: one after
+another in this process, and through Reference.warm (worker processes, workers.auto_workers), with the
+ratio of the two.
 
     .venv/bin/python bench/reference.py                                   # real transistor if present, else demo
     .venv/bin/python bench/reference.py --data /tmp/rotated --size 128
@@ -20,7 +23,9 @@ from rich.console import Console
 from rich.table import Table
 from sklearn.metrics import roc_auc_score
 
+from defectsynth.data.cache import ImageCache
 from defectsynth.data.layout import GOOD
+from defectsynth.data.manifest import Row
 from defectsynth.io import IMAGE_SUFFIXES
 from defectsynth.train.reference import Reference
 
@@ -72,6 +77,29 @@ def main() -> None:
         table.add_row("pose-following" if follow else "fixed (phase correlation)", f"{roc_auc_score(truth, scores):.3f}",
                       medians, f"{built:.1f}", f"{each:.3f}")
     console.print(table)
+    console.print(warm_speed(goods, test, args.size))
+
+
+def warm_speed(goods: list[str], test: list[Path], size: int) -> Table:
+    rows = [Row(path=p, label=GOOD, split="train", source="real", method="real", parents="", mask="", seed=0,
+                params="") for p in goods]
+    rows += [Row(path=str(p), label=p.parent.name, split="test", source="real", method="real", parents="", mask="",
+                 seed=0, params="") for p in test]
+    table = Table(title=f"difference channels of {len(rows)} images into an empty cache ({size} px)")
+    for column in ("how", "s", "images/s", "ratio"):
+        table.add_column(column)
+    seconds = {}
+    for how in ("one process (stack)", "worker processes (warm, then stack)"):
+        with tempfile.TemporaryDirectory() as folder:
+            reference = Reference(goods, size, ImageCache(Path(folder)))
+            start = time.perf_counter()
+            if how.startswith("worker"):
+                reference.warm(rows, progress=False)
+            reference.stack(rows)
+            seconds[how] = time.perf_counter() - start
+        first = next(iter(seconds.values()))
+        table.add_row(how, f"{seconds[how]:.1f}", f"{len(rows) / seconds[how]:.1f}", f"{first / seconds[how]:.2f}")
+    return table
 
 
 if __name__ == "__main__":
