@@ -28,6 +28,7 @@ from defectsynth.data.layout import GOOD
 from defectsynth.data.manifest import Row
 from defectsynth.io import IMAGE_SUFFIXES
 from defectsynth.train.reference import Reference
+from defectsynth.workers import auto_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared/data/mvtec_ad_512/transistor"
@@ -55,6 +56,8 @@ def main() -> None:
             from defectsynth.data.demo import make_demo
             data = make_demo(Path(tempfile.mkdtemp()) / "demo", size=256, seed=0, n_train_good=40, n_test_good=12,
                              n_per_defect=6, progress=False)
+    if not (data / "train" / GOOD).is_dir():
+        parser.error(f"--data {data}: no train/{GOOD} folder; pass a category folder in the MVTec AD layout")
     goods = [str(p) for p in images(data / "train" / GOOD)]
     test = [p for folder in sorted((data / "test").iterdir()) for p in images(folder)]
     truth = [p.parent.name != GOOD for p in test]
@@ -86,7 +89,7 @@ def warm_speed(goods: list[str], test: list[Path], size: int) -> Table:
     rows += [Row(path=str(p), label=p.parent.name, split="test", source="real", method="real", parents="", mask="",
                  seed=0, params="") for p in test]
     table = Table(title=f"difference channels of {len(rows)} images into an empty cache ({size} px)")
-    for column in ("how", "s", "images/s", "ratio"):
+    for column in ("how", "processes", "s", "images/s", "ratio"):
         table.add_column(column)
     seconds = {}
     for how in ("one process (stack)", "worker processes (warm, then stack)"):
@@ -98,7 +101,9 @@ def warm_speed(goods: list[str], test: list[Path], size: int) -> Table:
             reference.stack(rows)
             seconds[how] = time.perf_counter() - start
         first = next(iter(seconds.values()))
-        table.add_row(how, f"{seconds[how]:.1f}", f"{len(rows) / seconds[how]:.1f}", f"{first / seconds[how]:.2f}")
+        processes = auto_workers(len(rows)) if how.startswith("worker") else 1  # warm() starts no pool for 1
+        table.add_row(how, str(processes), f"{seconds[how]:.1f}", f"{len(rows) / seconds[how]:.1f}",
+                      f"{first / seconds[how]:.2f}")
     return table
 
 
