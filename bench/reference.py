@@ -84,10 +84,9 @@ def main() -> None:
 
 
 def warm_speed(goods: list[str], test: list[Path], size: int) -> Table:
-    rows = [Row(path=p, label=GOOD, split="train", source="real", method="real", parents="", mask="", seed=0,
-                params="") for p in goods]
-    rows += [Row(path=str(p), label=p.parent.name, split="test", source="real", method="real", parents="", mask="",
-                 seed=0, params="") for p in test]
+    images = [(p, GOOD, "train") for p in goods] + [(str(p), p.parent.name, "test") for p in test]
+    rows = [Row(path=path, label=label, split=split, source="real", method="real", parents="", mask="", seed=0,
+                params="") for path, label, split in images]
     table = Table(title=f"difference channels of {len(rows)} images into an empty cache ({size} px)")
     for column in ("how", "processes", "s", "images/s", "ratio"):
         table.add_column(column)

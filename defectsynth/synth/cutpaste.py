@@ -17,9 +17,9 @@ was on the part (the part's shift between the two images is measured, plus jitte
 products such as the transistor. `snap` (off by default; `cutpaste-snap` turns it on) then moves the
 patch, within that share of the side, to where its surroundings best match the good image; on real
 transistor it brought the synthetic cut leads' difference to the closest good images down to the real
-ones' (median 59 -> 38, real 33) and lifted cut_lead's held-out recall 0.20 -> 0.29, but bent_lead and
-damaged_case fell and the balanced accuracy with it (0.626 -> 0.584 over 5 splits, README; measured
-before its ties were mended), so it stays an option. `pose` first carries the source image, its masks
+ones' (median 59 -> 38, real 33) and lifted cut_lead's held-out recall 0.20 -> 0.31, but bent_lead and
+damaged_case fell and the balanced accuracy with it (0.626 -> 0.602 over 5 splits, README), so it stays
+an option. `pose` first carries the source image, its masks
 and its change region from the source part's frame into the target part's frame (synth/partpose.py:
 position, angle, flip), so a defect on a screw's head lands on the head however the two screws lie.
 `object` puts it anywhere on the part, `anywhere` anywhere in the image. `auto` (the default) measures the category from its good
