@@ -157,7 +157,9 @@ def train_eval_cmd(
     preset: Annotated[str, typer.Option("--preset", help="default (practical on 2 CPU cores) or fast "
                                                          "(seconds; for tests).")] = "default",
     augment: Annotated[str, typer.Option("--augment", help="auto (measured from the good images: any angle for "
-                                                           "a part that lies at any angle), fixed (small affine) "
+                                                           "a part that lies at any angle; mirrored for a mirror-"
+                                                           "symmetric fixed part), fixed (small affine, never "
+                                                           "mirrored) "
                                                            "or rotating (any angle).")] = "auto",
     val: Annotated[Optional[str], typer.Option("--val", help="How the real training shots are spent: fold (one "
                                                              "shot per type selects the epoch), none (all train, "

@@ -11,8 +11,9 @@ import pytest
 from defectsynth.data import demo_rotated
 from defectsynth.data.demo import kind_of, make_demo
 from defectsynth.errors import DefectsynthError
-from defectsynth.io import read_image, read_mask
-from defectsynth.synth.partpose import PartPoses, Pose, training_augmentation, transfer_matrix
+from defectsynth.io import read_image, read_mask, write_png
+from defectsynth.synth.part import PartModel
+from defectsynth.synth.partpose import MIRROR_RATIO, PartPoses, Pose, training_augmentation, transfer_matrix
 
 SMALL = dict(size=128, n_train_good=12, n_test_good=2, n_per_defect=3, progress=False)
 
@@ -89,11 +90,29 @@ def test_training_augmentation_follows_the_part(rotated_root, demo_root):
     line, overrides = training_augmentation(goods(rotated_root))
     assert overrides["degrees"] == 180 and "rotating" in line and "any angle" in line
     line, overrides = training_augmentation(goods(demo_root))
-    assert overrides == {} and "fixed" in line and "small affine" in line
+    assert overrides == {"hflip": True} and "fixed" in line and "small affine, mirrored" in line
     assert training_augmentation([], "rotating")[1] == {"degrees": 180.0}
     assert training_augmentation(goods(rotated_root), "fixed")[1] == {}
     with pytest.raises(DefectsynthError, match="--augment"):
         training_augmentation([], "sideways")
+
+
+def test_fixed_part_is_mirrored_only_when_mirror_symmetric(demo_root, tmp_path):
+    """The demo transistor is left-right symmetric; the same parts with a marking on one side of the case
+    are not, and a mirrored one would be a part that never occurs."""
+    marked = tmp_path / "marked" / "train" / "good"
+    marked.mkdir(parents=True)
+    for path in goods(demo_root):
+        image = read_image(path)
+        h = image.shape[0]
+        cv2.rectangle(image, (int(0.33 * h), int(0.3 * h)), (int(0.37 * h), int(0.34 * h)), (255, 255, 255), -1)
+        write_png(marked / Path(path).name, image)
+    symmetric = PartModel.from_paths(goods(demo_root)).mirror_ratio
+    one_sided = PartModel.from_paths(goods(marked.parents[1])).mirror_ratio
+    assert symmetric < MIRROR_RATIO < one_sided
+    line, overrides = training_augmentation(goods(marked.parents[1]))
+    assert overrides == {} and "fixed" in line and "mirror" not in line
+    assert training_augmentation(goods(demo_root), "fixed")[1] == {}
 
 
 def _fitted(root: Path, tmp_path: Path, **options):

@@ -21,6 +21,7 @@ from defectsynth.io import read_image
 MEDIAN_IMAGES = 25  # enough for a stable median; more only costs decode time
 WORK_SIDE = 256  # segmentation resolution: masks are dilated anyway, and it keeps 1024 px images fast
 SEARCH = 0.08  # how far (share of the image side) a part may sit from its median place
+MIRROR_QUANTILE = 90  # the mirror test compares this percentile of the distances over the part's place
 
 
 def _lab(image: np.ndarray) -> np.ndarray:
@@ -147,6 +148,7 @@ class PartModel:
         self._patch = self.median[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
         self._patch = _gray(self._patch).astype(np.float32)
         self._at = (int(ys.min()), int(xs.min()))
+        self.mirror_ratio = self._mirror_ratio(small) if self.found else float("inf")
         hide = cv2.dilate(self.template, _disk(side / 32)) > 0
         if not self.found:
             hide = np.zeros_like(hide)
@@ -156,6 +158,24 @@ class PartModel:
         self.periods = tuple(
             background_period(good_images[0], big_hide, axis, around=round(p / self.factor)) if p else 0
             for axis, p in enumerate(self.work_periods))
+
+    def _mirror_ratio(self, small: list[np.ndarray]) -> float:
+        """How far the median part differs from its own mirror image (left-right, registered), as a multiple
+        of how far the good parts differ from the median: the MIRROR_QUANTILE percentile of each LAB
+        distance over the part's usual place. Near or below 1 a mirrored good part looks like another
+        good part; a marking, a notch or a colour order on one side only makes it several times larger."""
+        lab = _lab(self.median)
+        mirror = cv2.flip(self.median, 1)
+        window = cv2.createHanningWindow(self.work, cv2.CV_32F)
+        (sx, sy), _ = cv2.phaseCorrelate(_lab(mirror)[:, :, 0], lab[:, :, 0], window)
+        place = self.template > 0
+        mirrored = _dist(lab, _lab(_translate(mirror, sy, sx)))[place]
+        goods = []
+        for image in small:
+            dy, dx = self._offset_small(image)
+            goods.append(_dist(lab, _lab(_translate(image, -dy, -dx)))[place])
+        spread = float(np.percentile(np.concatenate(goods), MIRROR_QUANTILE))
+        return float(np.percentile(mirrored, MIRROR_QUANTILE)) / max(spread, 1e-6)
 
     @classmethod
     def from_paths(cls, paths: list[str]) -> PartModel:
@@ -280,6 +300,13 @@ class PartModel:
         """`image` with the background rebuilt inside `region`, copied from `free` pixels when given."""
         periods = self.periods if image.shape[:2] == self.full_shape else (0, 0)
         return fill_background(image, region, periods, free)
+
+
+def _translate(image: np.ndarray, dy: float, dx: float) -> np.ndarray:
+    """`image` moved by (dy, dx) px, edges repeated."""
+    h, w = image.shape[:2]
+    return cv2.warpAffine(image, np.float32([[1, 0, dx], [0, 1, dy]]), (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
 
 
 def shift(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:

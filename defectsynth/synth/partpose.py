@@ -28,10 +28,12 @@ import cv2
 import numpy as np
 
 from defectsynth.io import read_image
+from defectsynth.synth.part import PartModel
 
 WORK_SIDE = 160  # registration resolution: the angle comes out within a degree or two, and it stays fast
 SAMPLE_IMAGES = 40  # good images measured for the template and the category's kind
 FIXED_SPREAD = 10.0  # degrees (see PartPoses.angle_spread) up to which a category counts as fixed
+MIRROR_RATIO = 1.3  # a fixed part mirrors when its mirror differs at most this much more than good parts do
 FLIP_MARGIN = 0.05  # a mirrored fit must beat the plain one by this much correlation: symmetric parts stay unflipped
 CELLS = 16  # the texture test's grid
 CELL_DIFF = 25.0  # Lab distance (0-255 units) of a cell's mean from the typical cell that marks a part
@@ -324,7 +326,11 @@ AUGMENTS = ("auto", "fixed", "rotating")
 def training_augmentation(good_paths: list[str], choice: str = "auto",
                           poses: PartPoses | None = None) -> tuple[str, dict]:
     """(a line saying what was chosen, TrainConfig overrides) for the classifier's augmentation: any angle
-    (and mirror images where the part allows them) for a rotating part, today's small affine otherwise.
+    (and mirror images where the part allows them) for a rotating part, a small affine otherwise, mirrored
+    left-right too for a fixed part that is mirror-symmetric (part.py's mirror_ratio at most MIRROR_RATIO):
+    each real defect then also teaches its mirror image. On real transistor (balanced arm, 5 random splits x
+    2 seeds, paired) it cut false alarms 0.087 -> 0.050 and lifted pixel AP 0.749 -> 0.797, both beyond
+    noise; balanced accuracy did not move (+0.004 [-0.045, +0.056]; README).
     `choice` auto measures the category's kind from `good_paths` (or takes `poses`, measured from them);
     fixed or rotating overrides it."""
     from defectsynth.errors import DefectsynthError
@@ -336,6 +342,11 @@ def training_augmentation(good_paths: list[str], choice: str = "auto",
     if choice == "rotating":
         return "augmentation: any angle (--augment rotating)", {"degrees": 180.0}
     poses = poses or PartPoses.from_paths(good_paths)
+    if poses.kind == "fixed":
+        part = PartModel.from_paths(good_paths)
+        if part.found and part.mirror_ratio <= MIRROR_RATIO:
+            return (f"{poses.describe()}; mirror-symmetric (its mirror image differs {part.mirror_ratio:.2f}x as much "
+                    "as good parts do); augmentation: small affine, mirrored", {"hflip": True})
     if poses.kind != "rotating":
         return f"{poses.describe()}; augmentation: small affine", {}
     flips = {"hflip": True} if poses.flips else {}

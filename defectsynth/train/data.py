@@ -101,7 +101,8 @@ class Augment:
     """Per-image random affine (small rotation, shift, scale) and brightness/contrast jitter on a whole
     batch at once with affine_grid/grid_sample, so it runs on the GPU when training does. Unlike
     transforms.v2 on a batch tensor, every image gets its own parameters. Flips are off by default:
-    on parts with a fixed orientation (transistor) a mirrored good part can look like a defect."""
+    a mirrored part with a marking or a notch on one side is a part that never occurs; train-eval turns
+    them on where the part is measured mirror-symmetric (synth/partpose.py: training_augmentation)."""
 
     def __init__(self, degrees: float = 8.0, translate: float = 0.06, scale: float = 0.08,
                  brightness: float = 0.15, contrast: float = 0.15, hflip: bool = False, vflip: bool = False):
