@@ -50,7 +50,10 @@ classifiers took 80-137 s each; the balanced arm reached 0.626 +- 0.074 balanced
 alarms and image AUROC 0.923 (README). The whole recipe from scratch took 1808 s (bench/e2e.py), 8 s
 over its 30-minute budget; a larger size was not adopted for that reason. With the difference channels
 computed in worker processes before training and one cut-paste fit per split, it took 1546 s (same
-figures; 10 classifiers of 87-105 s; about 1700 s at the speed of the 1828 s run's hour).
+figures; 10 classifiers of 87-105 s; about 1700 s at the speed of the 1828 s run's hour). On a later
+machine about twice as fast the same recipe took 820 s, and 819 s with mirrored training images
+(bfe4bc4; classifiers 48-64 s each); its figures differ from the earlier machine's within seed noise
+(README, "How much a run's figures move").
 
 Then measured on the same workspace (balanced arm, random splits 0-2, seed 0, reference channels on;
 `defectsynth train-eval --arms balanced --splits 3 --size 160` and `--epochs 14`, one job at a time):
