@@ -13,7 +13,14 @@ from defectsynth.data.demo import kind_of, make_demo
 from defectsynth.errors import DefectsynthError
 from defectsynth.io import read_image, read_mask, write_png
 from defectsynth.synth.part import PartModel
-from defectsynth.synth.partpose import MIRROR_RATIO, PartPoses, Pose, training_augmentation, transfer_matrix
+from defectsynth.synth.partpose import (
+    MIRROR_CENTRE,
+    MIRROR_RATIO,
+    PartPoses,
+    Pose,
+    training_augmentation,
+    transfer_matrix,
+)
 
 SMALL = dict(size=128, n_train_good=12, n_test_good=2, n_per_defect=3, progress=False)
 
@@ -97,21 +104,36 @@ def test_training_augmentation_follows_the_part(rotated_root, demo_root):
         training_augmentation([], "sideways")
 
 
-def test_fixed_part_is_mirrored_only_when_mirror_symmetric(demo_root, tmp_path):
-    """The demo transistor is left-right symmetric; the same parts with a marking on one side of the case
-    are not, and a mirrored one would be a part that never occurs."""
-    marked = tmp_path / "marked" / "train" / "good"
-    marked.mkdir(parents=True)
-    for path in goods(demo_root):
-        image = read_image(path)
-        h = image.shape[0]
-        cv2.rectangle(image, (int(0.33 * h), int(0.3 * h)), (int(0.37 * h), int(0.34 * h)), (255, 255, 255), -1)
-        write_png(marked / Path(path).name, image)
-    symmetric = PartModel.from_paths(goods(demo_root)).mirror_ratio
-    one_sided = PartModel.from_paths(goods(marked.parents[1])).mirror_ratio
-    assert symmetric < MIRROR_RATIO < one_sided
-    line, overrides = training_augmentation(goods(marked.parents[1]))
+def _variant(root: Path, tmp_path: Path, name: str, change) -> Path:
+    """A copy of the category's good training images, each changed by `change`."""
+    folder = tmp_path / name / "train" / "good"
+    folder.mkdir(parents=True)
+    for path in goods(root):
+        write_png(folder / Path(path).name, change(read_image(path)))
+    return folder.parents[1]
+
+
+def test_fixed_part_is_mirrored_only_when_mirror_symmetric_about_the_centre(demo_root, tmp_path):
+    """The demo transistor is left-right symmetric and centred: mirrored. The same parts with a bright bar
+    on one side of the case are not symmetric, and the same parts moved sideways would be mirrored to
+    twice their offset: neither is mirrored."""
+    def bar(image):
+        h, w = image.shape[:2]
+        return cv2.rectangle(image.copy(), (int(0.30 * w), int(0.25 * h)), (int(0.40 * w), int(0.55 * h)),
+                             (255, 255, 255), -1)
+
+    def aside(image):
+        return np.roll(image, int(0.08 * image.shape[1]), axis=1)
+
+    plain = PartModel.from_paths(goods(demo_root))
+    assert plain.mirror_ratio < MIRROR_RATIO and abs(plain.mirror_offset) < MIRROR_CENTRE
+    one_sided = _variant(demo_root, tmp_path, "bar", bar)
+    assert PartModel.from_paths(goods(one_sided)).mirror_ratio > MIRROR_RATIO
+    line, overrides = training_augmentation(goods(one_sided))
     assert overrides == {} and "fixed" in line and "mirror" not in line
+    moved = PartModel.from_paths(goods(_variant(demo_root, tmp_path, "aside", aside)))
+    assert moved.mirror_ratio < MIRROR_RATIO and moved.mirror_offset > MIRROR_CENTRE
+    assert training_augmentation(goods(tmp_path / "aside"))[1] == {}
     assert training_augmentation(goods(demo_root), "fixed")[1] == {}
 
 

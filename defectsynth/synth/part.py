@@ -22,6 +22,7 @@ MEDIAN_IMAGES = 25  # enough for a stable median; more only costs decode time
 WORK_SIDE = 256  # segmentation resolution: masks are dilated anyway, and it keeps 1024 px images fast
 SEARCH = 0.08  # how far (share of the image side) a part may sit from its median place
 MIRROR_QUANTILE = 90  # the mirror test compares this percentile of the distances over the part's place
+MIRROR_SEARCH = 0.03  # how far (share of the width) the mirror axis may move off the body's centre
 
 
 def _lab(image: np.ndarray) -> np.ndarray:
@@ -148,7 +149,7 @@ class PartModel:
         self._patch = self.median[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
         self._patch = _gray(self._patch).astype(np.float32)
         self._at = (int(ys.min()), int(xs.min()))
-        self.mirror_ratio = self._mirror_ratio(small) if self.found else float("inf")
+        self.mirror_ratio, self.mirror_offset = self._mirror(small) if self.found else (float("inf"), 0.0)
         hide = cv2.dilate(self.template, _disk(side / 32)) > 0
         if not self.found:
             hide = np.zeros_like(hide)
@@ -159,23 +160,31 @@ class PartModel:
             background_period(good_images[0], big_hide, axis, around=round(p / self.factor)) if p else 0
             for axis, p in enumerate(self.work_periods))
 
-    def _mirror_ratio(self, small: list[np.ndarray]) -> float:
-        """How far the median part differs from its own mirror image (left-right, registered), as a multiple
-        of how far the good parts differ from the median: the MIRROR_QUANTILE percentile of each LAB
-        distance over the part's usual place. Near or below 1 a mirrored good part looks like another
-        good part; a marking, a notch or a colour order on one side only makes it several times larger."""
+    def _mirror(self, small: list[np.ndarray]) -> tuple[float, float]:
+        """(ratio, axis offset) of the part's left-right mirror symmetry.
+
+        The median part is mirrored across the vertical through its body's centre, give or take
+        MIRROR_SEARCH of the width (the search is kept that narrow so that a one-sided feature cannot pull
+        the mirror onto itself). `ratio`: the MIRROR_QUANTILE percentile of its LAB distance to the median
+        over the part's usual place, as a multiple of the same percentile of good parts' distances to the
+        median; near or below 1 a mirrored good part looks like another good part, while a one-sided
+        feature covering a tenth of the part or more (a colour order, a notch, a side tab) makes it
+        several times larger. A small marking such as text is below what this sees. `axis offset`: the
+        mirror axis's distance from the image's centre column, a share of the width."""
+        h, w = self.median.shape[:2]
         lab = _lab(self.median)
-        mirror = cv2.flip(self.median, 1)
-        window = cv2.createHanningWindow(self.work, cv2.CV_32F)
-        (sx, sy), _ = cv2.phaseCorrelate(_lab(mirror)[:, :, 0], lab[:, :, 0], window)
         place = self.template > 0
-        mirrored = _dist(lab, _lab(_translate(mirror, sy, sx)))[place]
+        axis = self._at[1] + (self._patch.shape[1] - 1) / 2
+        mirror = cv2.flip(self.median, 1)  # x -> w - 1 - x; across column c: x -> 2c - x
+        reach = max(1, round(MIRROR_SEARCH * w))
+        mirrored, dx = min((np.percentile(_dist(lab, _lab(_translate(mirror, 0, 2 * axis - (w - 1) + d)))[place],
+                                          MIRROR_QUANTILE), d) for d in range(-reach, reach + 1))
         goods = []
         for image in small:
-            dy, dx = self._offset_small(image)
-            goods.append(_dist(lab, _lab(_translate(image, -dy, -dx)))[place])
+            dy, dx_good = self._offset_small(image)
+            goods.append(_dist(lab, _lab(_translate(image, -dy, -dx_good)))[place])
         spread = float(np.percentile(np.concatenate(goods), MIRROR_QUANTILE))
-        return float(np.percentile(mirrored, MIRROR_QUANTILE)) / max(spread, 1e-6)
+        return float(mirrored) / max(spread, 1e-6), float((axis + dx / 2 - (w - 1) / 2) / w)
 
     @classmethod
     def from_paths(cls, paths: list[str]) -> PartModel:
