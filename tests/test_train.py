@@ -136,3 +136,9 @@ def test_train_eval_end_to_end_and_missing_arm(workspace):
         synthetic = [r for r in rows if r.source == "synthetic"]
         assert synthetic and all(set(r.parent_paths) <= train_paths for r in synthetic)
     assert json.dumps(metrics)  # every run's raw numbers are there
+
+    # an ablation of the augmentation writes its own report beside the default run's, not over it
+    result, out = cli("train-eval", *where, "--preset", "fast", "--arms", "original", "--augment", "fixed")
+    assert result.exit_code == 0, out
+    ablation = Path(out.split("Report: ")[1].split(" (")[0].replace("\n", ""))
+    assert ablation.parent.name.endswith("-augfixed") and ablation.is_file() and report.is_file()

@@ -167,6 +167,7 @@ def train_eval(ws: Workspace, arms: list[str] | None = None, splits: int = 1, se
                [r.mask for r in real if r.mask], settings["size"], progress)
     name = run_name(arms, splits, seeds, settings["model"], settings["size"], settings["epochs"], compare)
     name += "" if val == DEFAULT_VAL else f"-val{val}"
+    name += "" if augment == "auto" else f"-aug{augment}"  # an ablation must not overwrite the default's report
     rule = DEFAULT_RULE if has_map(settings["model"]) else "image"
     runs, samples, notes = [], [], set()
     for k in range(splits):
