@@ -125,14 +125,14 @@ def test_fixed_part_is_mirrored_only_when_mirror_symmetric_about_the_centre(demo
     def aside(image):
         return np.roll(image, int(0.08 * image.shape[1]), axis=1)
 
-    plain = PartModel.from_paths(goods(demo_root))
-    assert plain.mirror_ratio < MIRROR_RATIO and abs(plain.mirror_offset) < MIRROR_CENTRE
+    ratio, offset = PartModel.from_paths(goods(demo_root)).mirror_symmetry
+    assert ratio < MIRROR_RATIO and abs(offset) < MIRROR_CENTRE
     one_sided = _variant(demo_root, tmp_path, "bar", bar)
-    assert PartModel.from_paths(goods(one_sided)).mirror_ratio > MIRROR_RATIO
+    assert PartModel.from_paths(goods(one_sided)).mirror_symmetry[0] > MIRROR_RATIO
     line, overrides = training_augmentation(goods(one_sided))
     assert overrides == {} and "fixed" in line and "mirror" not in line
-    moved = PartModel.from_paths(goods(_variant(demo_root, tmp_path, "aside", aside)))
-    assert moved.mirror_ratio < MIRROR_RATIO and moved.mirror_offset > MIRROR_CENTRE
+    ratio, offset = PartModel.from_paths(goods(_variant(demo_root, tmp_path, "aside", aside))).mirror_symmetry
+    assert ratio < MIRROR_RATIO and offset > MIRROR_CENTRE
     assert training_augmentation(goods(tmp_path / "aside"))[1] == {}
     assert training_augmentation(goods(demo_root), "fixed")[1] == {}
 

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from defectsynth.io import read_image
-from defectsynth.synth.part import PartModel, _disk, _dist, _lab
+from defectsynth.synth.part import PartModel, _disk, _dist, _lab, translate
 
 CANDIDATES = 64  # good images considered; the closest REFERENCES of them are compared pixel by pixel
 REFERENCES = 5
@@ -38,12 +38,6 @@ class Change:
     reference: str  # the good training image closest to the defect image after registration
     reliable: bool  # False: registration failed, region is the annotated mask only
     stray: float  # share of the image away from the mask that still differs (the reliability measure)
-
-
-def _shift(image: np.ndarray, dy: float, dx: float) -> np.ndarray:
-    h, w = image.shape[:2]
-    m = np.float32([[1, 0, dx], [0, 1, dy]])
-    return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _touching(mask: np.ndarray, seed: np.ndarray) -> np.ndarray:
@@ -85,7 +79,7 @@ class ChangeFinder:
         scored = []
         for k, ggray in enumerate(self.grays):
             (sx, sy), _ = cv2.phaseCorrelate(ggray, gray, self.window)
-            moved = _shift(self.labs[k], sy, sx)
+            moved = translate(self.labs[k], sy, sx)
             scored.append((float(np.median(_dist(lab, moved)[away][::5])), k, sy, sx))
         scored.sort(key=lambda s: s[0])
         refined = []
@@ -93,7 +87,7 @@ class ChangeFinder:
             best = None
             for dy in range(-SEARCH_PX, SEARCH_PX + 1):
                 for dx in range(-SEARCH_PX, SEARCH_PX + 1):
-                    moved = _shift(self.labs[k], sy + dy / 2, sx + dx / 2)
+                    moved = translate(self.labs[k], sy + dy / 2, sx + dx / 2)
                     err = float(np.median(_dist(lab, moved)[away][::5]))
                     if best is None or err < best[0]:
                         best = (err, k, moved)
@@ -104,7 +98,7 @@ class ChangeFinder:
         for _err, _k, moved in closest:
             for dy in range(-TOLERANCE_PX, TOLERANCE_PX + 1):
                 for dx in range(-TOLERANCE_PX, TOLERANCE_PX + 1):
-                    diff = np.minimum(diff, _dist(lab, _shift(moved, dy, dx)))
+                    diff = np.minimum(diff, _dist(lab, translate(moved, dy, dx)))
         changed = (diff > THRESHOLD).astype(np.uint8)
         changed = cv2.morphologyEx(changed, cv2.MORPH_OPEN, _disk(1))
         stray = float(changed[away].mean()) if away.any() else 0.0

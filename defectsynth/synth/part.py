@@ -13,6 +13,8 @@ behind a part is rebuilt from the image itself, whole periods away.
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import cv2
 import numpy as np
 
@@ -149,7 +151,7 @@ class PartModel:
         self._patch = self.median[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
         self._patch = _gray(self._patch).astype(np.float32)
         self._at = (int(ys.min()), int(xs.min()))
-        self.mirror_ratio, self.mirror_offset = self._mirror(small) if self.found else (float("inf"), 0.0)
+        self._small_goods = small  # kept for mirror_symmetry, which only train-eval asks for
         hide = cv2.dilate(self.template, _disk(side / 32)) > 0
         if not self.found:
             hide = np.zeros_like(hide)
@@ -160,8 +162,9 @@ class PartModel:
             background_period(good_images[0], big_hide, axis, around=round(p / self.factor)) if p else 0
             for axis, p in enumerate(self.work_periods))
 
-    def _mirror(self, small: list[np.ndarray]) -> tuple[float, float]:
-        """(ratio, axis offset) of the part's left-right mirror symmetry.
+    @cached_property
+    def mirror_symmetry(self) -> tuple[float, float]:
+        """(ratio, axis offset) of the part's left-right mirror symmetry; (inf, 0) when no part is found.
 
         The median part is mirrored across the vertical through its body's centre, give or take
         MIRROR_SEARCH of the width (the search is kept that narrow so that a one-sided feature cannot pull
@@ -171,18 +174,20 @@ class PartModel:
         feature covering a tenth of the part or more (a colour order, a notch, a side tab) makes it
         several times larger. A small marking such as text is below what this sees. `axis offset`: the
         mirror axis's distance from the image's centre column, a share of the width."""
-        h, w = self.median.shape[:2]
+        if not self.found:
+            return float("inf"), 0.0
+        w = self.median.shape[1]
         lab = _lab(self.median)
         place = self.template > 0
         axis = self._at[1] + (self._patch.shape[1] - 1) / 2
         mirror = cv2.flip(self.median, 1)  # x -> w - 1 - x; across column c: x -> 2c - x
         reach = max(1, round(MIRROR_SEARCH * w))
-        mirrored, dx = min((np.percentile(_dist(lab, _lab(_translate(mirror, 0, 2 * axis - (w - 1) + d)))[place],
+        mirrored, dx = min((np.percentile(_dist(lab, _lab(translate(mirror, 0, 2 * axis - (w - 1) + d)))[place],
                                           MIRROR_QUANTILE), d) for d in range(-reach, reach + 1))
         goods = []
-        for image in small:
+        for image in self._small_goods:
             dy, dx_good = self._offset_small(image)
-            goods.append(_dist(lab, _lab(_translate(image, -dy, -dx_good)))[place])
+            goods.append(_dist(lab, _lab(translate(image, -dy, -dx_good)))[place])
         spread = float(np.percentile(np.concatenate(goods), MIRROR_QUANTILE))
         return float(mirrored) / max(spread, 1e-6), float((axis + dx / 2 - (w - 1) / 2) / w)
 
@@ -311,8 +316,8 @@ class PartModel:
         return fill_background(image, region, periods, free)
 
 
-def _translate(image: np.ndarray, dy: float, dx: float) -> np.ndarray:
-    """`image` moved by (dy, dx) px, edges repeated."""
+def translate(image: np.ndarray, dy: float, dx: float) -> np.ndarray:
+    """`image` moved by (dy, dx) px, sub-pixel, edges repeated (unlike `shift`, for masks)."""
     h, w = image.shape[:2]
     return cv2.warpAffine(image, np.float32([[1, 0, dx], [0, 1, dy]]), (w, h), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)

@@ -328,8 +328,8 @@ def training_augmentation(good_paths: list[str], choice: str = "auto",
                           poses: PartPoses | None = None) -> tuple[str, dict]:
     """(a line saying what was chosen, TrainConfig overrides) for the classifier's augmentation: any angle
     (and mirror images where the part allows them) for a rotating part, a small affine otherwise, mirrored
-    left-right too for a fixed part that is mirror-symmetric about the image's centre (part.py's mirror_ratio
-    at most MIRROR_RATIO, mirror_offset within MIRROR_CENTRE):
+    left-right too for a fixed part that is mirror-symmetric about the image's centre (part.py's mirror_symmetry:
+    ratio at most MIRROR_RATIO, axis offset within MIRROR_CENTRE):
     each real defect then also teaches its mirror image. On real transistor (balanced arm, 5 random splits x
     2 seeds, paired) it cut false alarms 0.087 -> 0.050 and lifted pixel AP 0.749 -> 0.797, both beyond
     noise; balanced accuracy did not move (+0.004 [-0.045, +0.056]; README).
@@ -345,11 +345,11 @@ def training_augmentation(good_paths: list[str], choice: str = "auto",
         return "augmentation: any angle (--augment rotating)", {"degrees": 180.0}
     poses = poses or PartPoses.from_paths(good_paths)
     if poses.kind == "fixed":
-        part = PartModel.from_paths(good_paths)
+        ratio, offset = PartModel.from_paths(good_paths).mirror_symmetry
         # the augmentation mirrors about the image's centre: the part must sit on it, or it would land
         # twice its offset away, where a good part never is
-        if part.found and part.mirror_ratio <= MIRROR_RATIO and abs(part.mirror_offset) <= MIRROR_CENTRE:
-            return (f"{poses.describe()}; mirror-symmetric (its mirror image differs {part.mirror_ratio:.2f}x as much "
+        if ratio <= MIRROR_RATIO and abs(offset) <= MIRROR_CENTRE:
+            return (f"{poses.describe()}; mirror-symmetric (its mirror image differs {ratio:.2f}x as much "
                     "as good parts do); augmentation: small affine, mirrored", {"hflip": True})
     if poses.kind != "rotating":
         return f"{poses.describe()}; augmentation: small affine", {}

@@ -28,8 +28,7 @@ from defectsynth.data.cache import ImageCache
 from defectsynth.data.manifest import Row
 from defectsynth.errors import DefectsynthError
 from defectsynth.io import read_image
-from defectsynth.synth.change import _shift
-from defectsynth.synth.part import _dist, _lab
+from defectsynth.synth.part import _dist, _lab, translate
 from defectsynth.synth.partpose import PartPoses, transfer_matrix
 from defectsynth.workers import auto_workers, worker_pool
 
@@ -162,7 +161,7 @@ class Reference:
                 ref = cv2.warpAffine(ref, transfer_matrix(self.good_poses[k], pose), gray.shape[::-1],
                                      flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             (sx, sy), _ = cv2.phaseCorrelate(ref[:, :, 0], gray, self.window)
-            moved = _shift(ref, sy, sx)
+            moved = translate(ref, sy, sx)
             scored.append((float(np.median(_dist(lab, moved)[::2, ::2])), len(scored), moved))
         scored.sort(key=lambda s: s[:2])
         distance = np.full(gray.shape, np.inf, np.float32)
@@ -170,7 +169,7 @@ class Reference:
         for _err, _k, moved in scored[:CLOSEST]:
             for dy in range(-TOLERANCE_PX, TOLERANCE_PX + 1):
                 for dx in range(-TOLERANCE_PX, TOLERANCE_PX + 1):
-                    good = _shift(moved, dy, dx)
+                    good = translate(moved, dy, dx)
                     d = _dist(lab, good)
                     closer = d < distance
                     distance = np.where(closer, d, distance)
