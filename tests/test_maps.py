@@ -22,8 +22,8 @@ from defectsynth.io import write_png
 from defectsynth.train import folds, models
 from defectsynth.train.data import NO_MASK, Augment, ImageSet, cell_targets
 from defectsynth.train.decide import calibrate, class_scores, decide
-from defectsynth.train.evaluate import heldout_metrics, predict_rows
-from defectsynth.train.loop import TrainConfig, load_classifier, train_classifier
+from defectsynth.train.evaluate import heldout_metrics, predict_images, predict_rows
+from defectsynth.train.loop import TrainConfig, flip_views, load_classifier, train_classifier
 from defectsynth.train.metrics import detection_metrics, pixel_metrics
 from defectsynth.train.presets import preset
 from defectsynth.workspace import Workspace
@@ -95,6 +95,33 @@ def test_map_loss_falls_and_checkpoint_round_trip(trained):
         assert 0 <= metrics[key] <= 1
     assert set(rules) == {f"{r}/{d}" for r in ("image", "map", "combined") for d in ("argmax", "calibrated")}
     assert set(metrics["pixel_per_class"]) == set(split.defect_classes)
+
+
+def test_a_mirror_trained_model_sees_a_part_and_its_mirror_alike(trained, tmp_path):
+    ws, split, rows, cache, _result = trained
+    spend = folds.plan(split.real_rows("train"), "none", seed=0)
+    config = TrainConfig(**{**preset("fast"), "model": MAP, "device": "cpu", "epochs": 3, "hflip": True})
+    assert flip_views(config) == ((), (3,)) and flip_views({"hflip": True, "vflip": True}) == ((), (3,), (2,), (2, 3))
+    mirrored = train_classifier(rows, spend.val, split.classes, cache, config, ORIGINAL, tmp_path / "m",
+                                progress=False, calibration_rows=spend.calibration)
+    model, saved = load_classifier(mirrored.checkpoint)
+    one_view = {**saved, "train": {**saved["train"], "hflip": False}}
+
+    def outputs(views, rows, mirror=False):
+        images = ImageSet(rows, split.classes, cache, saved["size"], saved["in_channels"]).images
+        return predict_images(model, views, images.flip(-1) if mirror else images, "cpu")[:2]
+
+    test = split.real_rows("test")
+    for views, alike in ((saved, True), (one_view, False)):
+        (logits, maps), (mirror_logits, mirror_maps) = outputs(views, test), outputs(views, test, mirror=True)
+        assert maps.std(dim=0).max() > 1e-3  # the map depends on the image (a 3-epoch image head may not)
+        # averaged over the image and its mirror: the mirror image gets the same scores, its map mirrored
+        assert torch.allclose(maps, mirror_maps.flip(-1), atol=1e-4) == alike
+        assert torch.allclose(logits, mirror_logits, atol=1e-4) or not alike
+        # the thresholds were set on held-back good images seen the same way as every later image
+        good = split.classes.index(GOOD)
+        threshold = calibrate(1 - class_scores(*outputs(views, spend.calibration), "map", good)[:, good])
+        assert (threshold == saved["thresholds"]["map"]) == alike
 
 
 def test_pixel_and_detection_metrics_by_hand():

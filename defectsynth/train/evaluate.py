@@ -32,7 +32,7 @@ from defectsynth.train.decide import (
     detection_score,
     rules_for,
 )
-from defectsynth.train.loop import load_classifier, predict_outputs
+from defectsynth.train.loop import flip_views, load_classifier, predict_outputs
 from defectsynth.train.metrics import compute_metrics, detection_metrics, pixel_metrics
 from defectsynth.train.reference import Reference, reference_channels
 
@@ -55,7 +55,8 @@ def predict_images(model: torch.nn.Module, config: dict, images: torch.Tensor, d
     """(logits, maps, class scores, class indices) of a uint8 N x C x S x S tensor, by the checkpoint's
     rule and threshold."""
     dev = pick_device(device)
-    logits, maps = predict_outputs(model.to(dev), images, dev, reference_channels=reference_channels(config))
+    logits, maps = predict_outputs(model.to(dev), images, dev, reference_channels=reference_channels(config),
+                                   flips=flip_views(config.get("train", {})))
     good = config["classes"].index(GOOD)
     rule = config.get("rule", "image")
     threshold = config.get("thresholds", {}).get(rule) if CALIBRATED else None

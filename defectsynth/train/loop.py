@@ -12,7 +12,9 @@ jitter leaves it alone, and the checkpoint records the good images so that predi
 After every epoch the model is scored on the validation fold (real training images held back from
 training), when there is one; the best epoch (else the last, or `stop_epoch`) is saved as safetensors
 with a config JSON beside it, which also holds the detection thresholds set on `calibration_rows`
-(held-back good training images) for every decision rule (train/decide.py).
+(held-back good training images) for every decision rule (train/decide.py). A model trained on mirror
+images (`hflip`, `vflip`) predicts, everywhere (validation, thresholds, evaluation, predict), the mean
+over the image and those mirror images (flip_views).
 """
 
 from __future__ import annotations
@@ -90,22 +92,40 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def flip_views(train: TrainConfig | dict) -> tuple[tuple[int, ...], ...]:
+    """The views a model's prediction averages over: the image itself and each mirror image it trained on
+    (dims of N x C x H x W to flip). A model trained on mirrored parts is no more sure of a part than of its
+    mirror; averaging the two halves the noise of either. On real transistor (the recipe's 5 balanced
+    models, offline) balanced accuracy 0.615 -> 0.659, image AUROC 0.917 -> 0.930 (README)."""
+    train = train if isinstance(train, dict) else asdict(train)
+    hflip, vflip = train.get("hflip", False), train.get("vflip", False)
+    return ((),) + (((3,),) if hflip else ()) + (((2,),) if vflip else ()) + (((2, 3),) if hflip and vflip else ())
+
+
 @torch.no_grad()
 def predict_outputs(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 64,
-                    channels_last: bool = False, reference_channels: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+                    channels_last: bool = False, reference_channels: int = 0,
+                    flips: tuple[tuple[int, ...], ...] = ((),)) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Image logits and map logits (None for a plain classifier), float32 on the CPU, for a uint8
-    N x C x H x W tensor (its last `reference_channels` the difference channels), in eval mode."""
+    N x C x H x W tensor (its last `reference_channels` the difference channels), in eval mode; averaged
+    over the `flips` (flip_views), each map flipped back onto the image."""
     model.eval()
     logits, maps = [], []
     for i in range(0, len(images), batch_size):
         x = normalize(images[i:i + batch_size].to(device, non_blocking=True), reference_channels)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, enabled=device.type == "cuda"):
-            out, cells = model_outputs(model(x))
-        logits.append(out.float().cpu())
+        out, cells = 0.0, None
+        for dims in flips:
+            with torch.autocast(device.type, enabled=device.type == "cuda"):
+                view, view_cells = model_outputs(model(x.flip(dims) if dims else x))
+            out = out + view.float() / len(flips)
+            if view_cells is not None:
+                view_cells = view_cells.float().flip(dims) if dims else view_cells.float()
+                cells = view_cells / len(flips) if cells is None else cells + view_cells / len(flips)
+        logits.append(out.cpu())
         if cells is not None:
-            maps.append(cells.float().cpu())
+            maps.append(cells.cpu())
     if not logits:
         return torch.empty(0, 0), None
     return torch.cat(logits), (torch.cat(maps) if maps else None)
@@ -215,7 +235,8 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
                       "train_s": time.perf_counter() - epoch_start, "data_wait_s": data_s}
             if val_set is not None:
                 logits, maps = predict_outputs(accelerator.unwrap_model(model), val_set.images, device,
-                                               channels_last=cuda, reference_channels=compare)
+                                               channels_last=cuda, reference_channels=compare,
+                                               flips=flip_views(config))
                 record["val_loss"] = nn.functional.cross_entropy(logits, val_set.labels).item()
                 scores = class_scores(logits, maps, config.rule if dense else "image", good)
                 record["val_balanced_accuracy"] = _balanced_accuracy(val_set.labels,
@@ -236,7 +257,8 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
     thresholds = {}
     if calibration_rows:
         held = ImageSet(calibration_rows, classes, cache, config.size, channels, reference=reference)
-        logits, maps = predict_outputs(final, held.images, device, channels_last=cuda, reference_channels=compare)
+        logits, maps = predict_outputs(final, held.images, device, channels_last=cuda, reference_channels=compare,
+                                       flips=flip_views(config))
         thresholds = {rule: calibrate(detection_score(class_scores(logits, maps, rule, good), good))
                       for rule in rules_for(maps)}
 

@@ -36,7 +36,7 @@ from defectsynth.train.decide import CALIBRATED, DEFAULT_RULE
 from defectsynth.train.evaluate import evaluate_heldout, heldout_metrics
 from defectsynth.train.folds import DEFAULT_VAL, best_epoch
 from defectsynth.train.folds import plan as val_plan
-from defectsynth.train.loop import TrainConfig, train_classifier
+from defectsynth.train.loop import TrainConfig, flip_views, train_classifier
 from defectsynth.train.models import has_map
 from defectsynth.train.presets import preset as preset_settings
 from defectsynth.train.reference import CANDIDATES, CLOSEST, Reference, use_reference
@@ -227,6 +227,8 @@ def train_eval(ws: Workspace, arms: list[str] | None = None, splits: int = 1, se
            "samples_per_epoch": "the largest arm's training size, for every arm of a split",
            "val": val, "rule": f"{rule}, {'calibrated' if CALIBRATED else 'argmax'}",
            "validation": VALIDATION[val], "part_pose": part_pose,
+           "prediction": "the image alone" if len(flip_views(settings)) == 1 else
+           f"the mean of the image and its {len(flip_views(settings)) - 1} mirror image(s) it trained on",
            "reference": (f"image + its difference to the {CLOSEST} closest of {CANDIDATES} good training images "
                          "(train/reference.py)") if compare else "image only",
            "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
