@@ -1,9 +1,10 @@
 """What averaging over mirror images buys: a train-eval run's models scored on the image alone and on the
 image with the mirror images they trained on (train/loop.py flip_views), paired by model.
 
-No training: each checkpoint of the report predicts its split's held-out real images and its held-back
-good images (the threshold is set again on those, seen the same way, as train-eval does), once per way
-of looking. The row of the model's own views reproduces the report's figures.
+No training: each checkpoint of the report predicts its split's held-out real images and the held-back
+good images its thresholds were set on (config.json "calibration"; the threshold is set again on them,
+seen the same way, as train-eval does), once per way of looking. On a CPU run the row of the model's
+own views reproduces the report's figures (a CUDA run set its thresholds under mixed precision).
 
     .venv/bin/python bench/views.py <work>/reports/<run>                 # every arm
     .venv/bin/python bench/views.py <work>/reports/<run> --arm balanced
@@ -26,8 +27,7 @@ from defectsynth.data.layout import GOOD
 from defectsynth.data.split import load_split
 from defectsynth.train.data import ImageSet
 from defectsynth.train.decide import calibrate, class_scores, decide, detection_score
-from defectsynth.train.folds import plan
-from defectsynth.train.loop import flip_views, load_classifier, predict_outputs
+from defectsynth.train.loop import load_classifier, predict_outputs, saved_views
 from defectsynth.train.metrics import compute_metrics, detection_metrics
 from defectsynth.train.reference import Reference, reference_channels
 from defectsynth.train.stats import paired_bootstrap
@@ -35,20 +35,24 @@ from defectsynth.train.stats import paired_bootstrap
 METRICS = ("balanced_accuracy", "false_alarm_rate", "image_auroc")
 
 
-def score(run: dict, settings: dict, cache: ImageCache) -> dict[str, dict]:
+def score(run: dict, cache: ImageCache) -> dict[str, dict]:
     """{"one view": metrics, "model's views": metrics} of one trained model on its held-out images."""
     model, config = load_classifier(Path(run["checkpoint"]))
     split = load_split(Path(run["split_json"]))
     classes, rule = config["classes"], config.get("rule", "image")
     good = classes.index(GOOD)
-    calibration = plan(split.real_rows("train"), settings["val"], run["seed"]).calibration
+    if "calibration" not in config:
+        raise SystemExit(f"{run['checkpoint']}: its config.json does not name its held-back good images "
+                         "(trained before they were recorded); train it again")
+    train = {r.path: r for r in split.real_rows("train")}
+    calibration = [train[path] for path in config["calibration"]]
     test = split.real_rows("test")
     reference = Reference.of_model(config, cache)
     images = {name: ImageSet(rows, classes, cache, config["size"], config["in_channels"], reference=reference).images
               for name, rows in (("test", test), ("calibration", calibration))}
     truth = [r.label for r in test]
     out = {}
-    for name, flips in (("one view", ((),)), ("model's views", flip_views(config["train"]))):
+    for name, flips in (("one view", ((),)), ("model's views", saved_views(config))):
         scores = {}
         for part, x in images.items():
             logits, maps = predict_outputs(model, x, torch.device("cpu"), reference_channels=reference_channels(config),
@@ -77,7 +81,7 @@ def main() -> None:
     if not runs:
         parser.error(f"--arm {args.arm}: no run of that arm in {metrics}")
     cache = ImageCache(Path(settings["work"]) / "cache")
-    scored = [(r, score(r, settings, cache)) for r in track(runs, description="scoring checkpoints")]
+    scored = [(r, score(r, cache)) for r in track(runs, description="scoring checkpoints")]
     console = Console()
     for arm in dict.fromkeys(r["arm"] for r in runs):
         pairs = [s for r, s in scored if r["arm"] == arm]

@@ -19,11 +19,11 @@ from defectsynth.data.layout import GOOD
 from defectsynth.data.manifest import Row
 from defectsynth.errors import DefectsynthError
 from defectsynth.io import write_png
-from defectsynth.train import folds, models
+from defectsynth.train import folds, loop, models
 from defectsynth.train.data import NO_MASK, Augment, ImageSet, cell_targets
 from defectsynth.train.decide import calibrate, class_scores, decide
 from defectsynth.train.evaluate import heldout_metrics, predict_images, predict_rows
-from defectsynth.train.loop import TrainConfig, flip_views, load_classifier, train_classifier
+from defectsynth.train.loop import TrainConfig, flip_views, load_classifier, predict_outputs, train_classifier
 from defectsynth.train.metrics import detection_metrics, pixel_metrics
 from defectsynth.train.presets import preset
 from defectsynth.workspace import Workspace
@@ -97,21 +97,32 @@ def test_map_loss_falls_and_checkpoint_round_trip(trained):
     assert set(metrics["pixel_per_class"]) == set(split.defect_classes)
 
 
-def test_a_mirror_trained_model_sees_a_part_and_its_mirror_alike(trained, tmp_path):
-    ws, split, rows, cache, _result = trained
-    spend = folds.plan(split.real_rows("train"), "none", seed=0)
+def test_a_mirror_trained_model_sees_a_part_and_its_mirror_alike(trained, tmp_path, monkeypatch):
+    ws, split, _rows, cache, _result = trained
+    # `fold`: a real shot per type also selects the epoch, so that every path a prediction takes is seen
+    spend = folds.plan(split.real_rows("train"), "fold", seed=0)
+    rows = [r for r in split.real_rows("train") if r not in spend.held_back]
     config = TrainConfig(**{**preset("fast"), "model": MAP, "device": "cpu", "epochs": 3, "hflip": True})
-    assert flip_views(config) == ((), (3,)) and flip_views({"hflip": True, "vflip": True}) == ((), (3,), (2,), (2, 3))
+    assert flip_views(config) == ((), (3,))
+    assert flip_views(TrainConfig(hflip=True, vflip=True)) == ((), (3,), (2,), (2, 3))
+    seen = []  # the views of every prediction during training: each epoch's validation, the thresholds
+
+    def spy(*args, flips=((),), **kwargs):
+        seen.append(flips)
+        return predict_outputs(*args, flips=flips, **kwargs)
+    monkeypatch.setattr(loop, "predict_outputs", spy)
     mirrored = train_classifier(rows, spend.val, split.classes, cache, config, ORIGINAL, tmp_path / "m",
                                 progress=False, calibration_rows=spend.calibration)
+    assert seen == [((), (3,))] * (config.epochs + 1)
     model, saved = load_classifier(mirrored.checkpoint)
-    one_view = {**saved, "train": {**saved["train"], "hflip": False}}
+    assert saved["views"] == [[], [3]] and saved["calibration"] == [r.path for r in spend.calibration]
+    one_view = {**saved, "views": [[]]}  # also what a checkpoint saved before views were recorded gets
 
     def outputs(views, rows, mirror=False):
         images = ImageSet(rows, split.classes, cache, saved["size"], saved["in_channels"]).images
         return predict_images(model, views, images.flip(-1) if mirror else images, "cpu")[:2]
 
-    test = split.real_rows("test")
+    test, good = split.real_rows("test"), split.classes.index(GOOD)
     for views, alike in ((saved, True), (one_view, False)):
         (logits, maps), (mirror_logits, mirror_maps) = outputs(views, test), outputs(views, test, mirror=True)
         assert maps.std(dim=0).max() > 1e-3  # the map depends on the image (a 3-epoch image head may not)
@@ -119,7 +130,6 @@ def test_a_mirror_trained_model_sees_a_part_and_its_mirror_alike(trained, tmp_pa
         assert torch.allclose(maps, mirror_maps.flip(-1), atol=1e-4) == alike
         assert torch.allclose(logits, mirror_logits, atol=1e-4) or not alike
         # the thresholds were set on held-back good images seen the same way as every later image
-        good = split.classes.index(GOOD)
         threshold = calibrate(1 - class_scores(*outputs(views, spend.calibration), "map", good)[:, good])
         assert (threshold == saved["thresholds"]["map"]) == alike
 

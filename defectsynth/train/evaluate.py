@@ -1,9 +1,9 @@
 """Evaluation on held-out real images only: the test rows of the split, which no training row may be.
 
-One forward pass gives the image logits and (map models) the defect maps; from them come the three
-tasks: classification (every decision rule of train/decide.py, argmax and calibrated), detection
-(image AUROC of the defect score, recall and false alarms at the threshold set on held-back good
-training images) and localization (pixel AUROC, AP, F1-max). Localization is measured at the
+The model's prediction (its logits averaged over the image and the mirror images it trained on) gives
+the image logits and (map models) the defect maps; from them come the three tasks: classification
+(every decision rule of train/decide.py, argmax and calibrated), detection (image AUROC of the defect
+score, recall and false alarms at the threshold set on held-back good training images) and localization (pixel AUROC, AP, F1-max). Localization is measured at the
 training image size: the stride-4 map upsampled bilinearly to it, the real masks downsampled to it by
 area (a pixel is defect when the mask covers at least half of it).
 """
@@ -32,7 +32,7 @@ from defectsynth.train.decide import (
     detection_score,
     rules_for,
 )
-from defectsynth.train.loop import flip_views, load_classifier, predict_outputs
+from defectsynth.train.loop import load_classifier, predict_outputs, saved_views
 from defectsynth.train.metrics import compute_metrics, detection_metrics, pixel_metrics
 from defectsynth.train.reference import Reference, reference_channels
 
@@ -56,7 +56,7 @@ def predict_images(model: torch.nn.Module, config: dict, images: torch.Tensor, d
     rule and threshold."""
     dev = pick_device(device)
     logits, maps = predict_outputs(model.to(dev), images, dev, reference_channels=reference_channels(config),
-                                   flips=flip_views(config.get("train", {})))
+                                   flips=saved_views(config))
     good = config["classes"].index(GOOD)
     rule = config.get("rule", "image")
     threshold = config.get("thresholds", {}).get(rule) if CALIBRATED else None

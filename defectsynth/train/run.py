@@ -221,14 +221,15 @@ def train_eval(ws: Workspace, arms: list[str] | None = None, splits: int = 1, se
                     f"{_num(metrics['image_auroc'])}, pixel AUROC {_num(pixel)} "
                     f"(epoch {result.best_epoch}, {result.wall_s + extra_s:.0f} s)")
     base = ws.split(say=lambda _msg: None)
+    views = flip_views(TrainConfig(**settings))
     doc = {**settings, "preset": preset, "arms": arms, "splits": splits, "seeds": seeds, "device": device,
            "protocol": base.protocol if splits == 1 else "random (seed = split index)", "shots": base.shots,
            "data": str(ws.data), "work": str(ws.root), "run": name, "weights_notes": sorted(notes),
            "samples_per_epoch": "the largest arm's training size, for every arm of a split",
            "val": val, "rule": f"{rule}, {'calibrated' if CALIBRATED else 'argmax'}",
            "validation": VALIDATION[val], "part_pose": part_pose,
-           "prediction": "the image alone" if len(flip_views(settings)) == 1 else
-           f"the mean of the image and its {len(flip_views(settings)) - 1} mirror image(s) it trained on",
+           "prediction": "the image alone" if len(views) == 1 else
+           f"the mean of the logits over the image and the {len(views) - 1} mirror image(s) it trained on",
            "reference": (f"image + its difference to the {CLOSEST} closest of {CANDIDATES} good training images "
                          "(train/reference.py)") if compare else "image only",
            "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
