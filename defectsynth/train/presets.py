@@ -54,8 +54,8 @@ figures; 10 classifiers of 87-105 s; about 1700 s at the speed of the 1828 s run
 machine about twice as fast the same recipe took 820 s, and 819 s with mirrored training images
 (bfe4bc4; classifiers 48-64 s each); its figures differ from the earlier machine's within seed noise
 (README, "How much a run's figures move"). With predictions averaged over each image and its mirror
-(train/loop.py flip_views; the same models byte for byte) it took 1002 s there in a slower hour
-(classifiers 56-82 s each).
+(train/loop.py flip_views; the same models byte for byte) it took 982 s there in a slower hour
+(55e59c9; classifiers 56-76 s each).
 
 Then measured on the same workspace (balanced arm, random splits 0-2, seed 0, reference channels on;
 `defectsynth train-eval --arms balanced --splits 3 --size 160` and `--epochs 14`, one job at a time):
