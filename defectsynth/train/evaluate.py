@@ -3,9 +3,10 @@
 The model's prediction (its logits averaged over the image and the mirror images it trained on) gives
 the image logits and (map models) the defect maps; from them come the three tasks: classification
 (every decision rule of train/decide.py, argmax and calibrated), detection (image AUROC of the defect
-score, recall and false alarms at the threshold set on held-back good training images) and localization (pixel AUROC, AP, F1-max). Localization is measured at the
-training image size: the stride-4 map upsampled bilinearly to it, the real masks downsampled to it by
-area (a pixel is defect when the mask covers at least half of it).
+score, recall and false alarms at the threshold set on held-back good training images) and localization
+(pixel AUROC, AP, F1-max). Localization is measured at the training image size: the stride-4 map
+upsampled bilinearly to it, the real masks downsampled to it by area (a pixel is defect when the mask
+covers at least half of it).
 """
 
 from __future__ import annotations

@@ -127,27 +127,22 @@ def predict_outputs(model: nn.Module, images: torch.Tensor, device: torch.device
         x = normalize(images[i:i + batch_size].to(device, non_blocking=True), reference_channels)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out, cells = 0.0, None
-        for dims in flips:
-            with torch.autocast(device.type, enabled=device.type == "cuda"):
-                view, view_cells = model_outputs(model(x.flip(dims) if dims else x))
-            out = out + view.float() / len(flips)
-            if view_cells is not None:
-                view_cells = view_cells.float().flip(dims) if dims else view_cells.float()
-                cells = view_cells / len(flips) if cells is None else cells + view_cells / len(flips)
-        logits.append(out.cpu())
-        if cells is not None:
-            maps.append(cells.cpu())
+        with torch.autocast(device.type, enabled=device.type == "cuda"):
+            views = [model_outputs(model(x.flip(dims) if dims else x)) for dims in flips]
+        logits.append(sum(out.float() / len(flips) for out, _ in views).cpu())
+        if views[0][1] is not None:
+            maps.append(sum((cells.float().flip(dims) if dims else cells.float()) / len(flips)
+                            for (_, cells), dims in zip(views, flips, strict=True)).cpu())
     if not logits:
         return torch.empty(0, 0), None
     return torch.cat(logits), (torch.cat(maps) if maps else None)
 
 
 def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 64,
-                   channels_last: bool = False, reference_channels: int = 0,
-                   flips: tuple[tuple[int, ...], ...] = ((),)) -> torch.Tensor:
-    """Image logits (float32, on the CPU) for a uint8 N x C x H x W tensor, in eval mode."""
-    return predict_outputs(model, images, device, batch_size, channels_last, reference_channels, flips)[0]
+                   channels_last: bool = False, reference_channels: int = 0) -> torch.Tensor:
+    """Image logits (float32, on the CPU) of the images alone (one view) for a uint8 N x C x H x W tensor,
+    in eval mode."""
+    return predict_outputs(model, images, device, batch_size, channels_last, reference_channels)[0]
 
 
 def _balanced_accuracy(labels: torch.Tensor, preds: torch.Tensor) -> float:
@@ -184,6 +179,7 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
     loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler,
                         drop_last=num_samples > config.batch_size, pin_memory=cuda)
     augment = Augment(degrees=config.degrees, hflip=config.hflip, vflip=config.vflip)
+    views = flip_views(config)  # every prediction sees the mirror images the model trains on
     aug_gen = torch.Generator().manual_seed(config.seed + 1)
 
     # model, loss, optimizer, schedule
@@ -248,8 +244,7 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
                       "train_s": time.perf_counter() - epoch_start, "data_wait_s": data_s}
             if val_set is not None:
                 logits, maps = predict_outputs(accelerator.unwrap_model(model), val_set.images, device,
-                                               channels_last=cuda, reference_channels=compare,
-                                               flips=flip_views(config))
+                                               channels_last=cuda, reference_channels=compare, flips=views)
                 record["val_loss"] = nn.functional.cross_entropy(logits, val_set.labels).item()
                 scores = class_scores(logits, maps, config.rule if dense else "image", good)
                 record["val_balanced_accuracy"] = _balanced_accuracy(val_set.labels,
@@ -271,7 +266,7 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
     if calibration_rows:
         held = ImageSet(calibration_rows, classes, cache, config.size, channels, reference=reference)
         logits, maps = predict_outputs(final, held.images, device, channels_last=cuda, reference_channels=compare,
-                                       flips=flip_views(config))
+                                       flips=views)
         thresholds = {rule: calibrate(detection_score(class_scores(logits, maps, rule, good), good))
                       for rule in rules_for(maps)}
 
@@ -281,7 +276,7 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
                   "rule": config.rule if dense else "image", "thresholds": thresholds,
                   "calibration_size": len(calibration_rows or []),
                   "calibration": [r.path for r in calibration_rows or []],
-                  "views": [list(dims) for dims in flip_views(config)], "history": history,
+                  "views": [list(dims) for dims in views], "history": history,
                   "reference": reference.describe() if compare else None}
     if accelerator.is_main_process:
         save_checkpoint(out_dir, best["state"], config_doc)
