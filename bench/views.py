@@ -1,9 +1,9 @@
 """What averaging over mirror images buys: a train-eval run's models scored on the image alone and on the
 image with the mirror images they trained on (train/loop.py flip_views), paired by model.
 
-No training: each checkpoint of the report predicts its split's held-out real images and the held-back
-good images its thresholds were set on (config.json "calibration"; the threshold is set again on them,
-seen the same way, as train-eval does), once per way of looking. On a CPU run the row of the model's
+No training: each checkpoint of the report predicts its split's held-out real images and the good
+images its thresholds were set on (config.json "calibration"; the threshold is set again on them, seen
+the same way and at the same false-alarm target, as train-eval does), once per way of looking. On a CPU run the row of the model's
 own views reproduces the report's figures (a CUDA run set its thresholds under mixed precision).
 
     .venv/bin/python bench/views.py <work>/reports/<run>                 # every arm
@@ -42,7 +42,7 @@ def score(run: dict, cache: ImageCache) -> dict[str, dict]:
     classes, rule = config["classes"], config.get("rule", "image")
     good = classes.index(GOOD)
     if "calibration" not in config:
-        raise SystemExit(f"{run['checkpoint']}: its config.json does not name its held-back good images "
+        raise SystemExit(f"{run['checkpoint']}: its config.json does not name the good images its thresholds were set on "
                          "(trained before they were recorded); train it again")
     train = {r.path: r for r in split.real_rows("train")}
     calibration = [train[path] for path in config["calibration"]]
@@ -58,7 +58,9 @@ def score(run: dict, cache: ImageCache) -> dict[str, dict]:
             logits, maps = predict_outputs(model, x, torch.device("cpu"), reference_channels=reference_channels(config),
                                            flips=flips)
             scores[part] = class_scores(logits, maps, rule, good)
-        labels = decide(scores["test"], good, calibrate(detection_score(scores["calibration"], good)))
+        # a checkpoint saved before the target was recorded had its thresholds set at 5%
+        target = config.get("false_alarm_target", 0.05)
+        labels = decide(scores["test"], good, calibrate(detection_score(scores["calibration"], good), target))
         m = compute_metrics(truth, [classes[i] for i in labels], classes)
         m["image_auroc"] = detection_metrics([t != GOOD for t in truth], detection_score(scores["test"], good),
                                              None)["image_auroc"]

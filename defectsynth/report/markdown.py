@@ -19,6 +19,7 @@ from defectsynth.report.table import (
     metric_title,
     summary_table,
 )
+from defectsynth.train.decide import FALSE_ALARM_TARGET
 from defectsynth.train.metrics import pooled_imbalanced_report, summed_confusion
 from defectsynth.train.stats import by_arm, compare_arms, summarize
 
@@ -135,7 +136,7 @@ def tasks_section(settings: dict) -> str:
         "balanced accuracy, macro-F1, defect-type accuracy, detection recall and false alarms on good.",
         "- **Detection**: image AUROC of the defect score (1 - the good score of the rule), good vs defect. The "
         "operating point (detection recall, false alarms) uses a threshold set on held-back good *training* "
-        "images (a 5% false-alarm target there), never on test images.",
+        f"images (a {FALSE_ALARM_TARGET:.0%} false-alarm target there), never on test images.",
         "- **Localization** (defect-map models): pixel AUROC, pixel AP and F1-max over every pixel of every "
         "held-out image (good images all background), at the training image size: the stride-4 map upsampled "
         "bilinearly to it, the real masks downsampled to it by area (defect where the mask covers half a pixel).",

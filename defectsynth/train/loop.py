@@ -42,7 +42,15 @@ from defectsynth.device import pick_device
 from defectsynth.errors import DefectsynthError
 from defectsynth.io import write_bytes, write_text
 from defectsynth.train.data import Augment, ImageSet, cell_targets, image_channels, normalize, to_unit
-from defectsynth.train.decide import DEFAULT_RULE, calibrate, class_scores, decide, detection_score, rules_for
+from defectsynth.train.decide import (
+    DEFAULT_RULE,
+    FALSE_ALARM_TARGET,
+    calibrate,
+    class_scores,
+    decide,
+    detection_score,
+    rules_for,
+)
 from defectsynth.train.models import create_classifier, has_map, model_outputs
 from defectsynth.train.reference import CHANNELS as REFERENCE_CHANNELS
 from defectsynth.train.reference import Reference, reference_channels
@@ -274,7 +282,7 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
                   "classes": classes, "size": config.size, "weights_note": weights_note,
                   "best_epoch": best["epoch"], "train": asdict(config), "rebalance": rebalance.model_dump(),
                   "rule": config.rule if dense else "image", "thresholds": thresholds,
-                  "calibration_size": len(calibration_rows or []),
+                  "calibration_size": len(calibration_rows or []), "false_alarm_target": FALSE_ALARM_TARGET,
                   "calibration": [r.path for r in calibration_rows or []],
                   "views": [list(dims) for dims in views], "history": history,
                   "reference": reference.describe() if compare else None}

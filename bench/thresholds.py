@@ -1,0 +1,92 @@
+"""Where to put the detection threshold: a train-eval run's models decided at several false-alarm targets
+on the good images their thresholds were set on, and by the argmax, side by side.
+
+No training: each checkpoint of the report predicts its split's held-out real images and the images
+named in its config.json "calibration" (the held-back good training images its thresholds were set
+on), by its own rule and views, as train-eval does. The target of train-eval (train/decide.py FALSE_ALARM_TARGET, recorded in the
+checkpoint) reproduces the report on a CPU run.
+
+    .venv/bin/python bench/thresholds.py <work>/reports/<run>                    # every arm
+    .venv/bin/python bench/thresholds.py <work>/reports/<run> --arm balanced --targets 0.03 0.04 0.05
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+from defectsynth.data.cache import ImageCache
+from defectsynth.data.layout import GOOD
+from defectsynth.data.split import load_split
+from defectsynth.train.decide import calibrate, decide, detection_score
+from defectsynth.train.evaluate import predict_rows
+from defectsynth.train.loop import load_classifier
+from defectsynth.train.metrics import compute_metrics
+
+TARGETS = (0.02, 0.03, 0.04, 0.05, 0.06, 0.08)
+
+
+def decisions(run: dict, cache: ImageCache, targets: list[float]) -> dict[str, dict]:
+    """{"argmax" | target: metrics} of one trained model on its held-out images."""
+    checkpoint = Path(run["checkpoint"])
+    _model, config = load_classifier(checkpoint)
+    if not config.get("calibration"):
+        raise SystemExit(f"{checkpoint}: its config.json does not name the good images its thresholds were "
+                         "set on (trained before they were recorded); train it again")
+    split = load_split(Path(run["split_json"]))
+    train = {r.path: r for r in split.real_rows("train")}
+    test = predict_rows(checkpoint, split.real_rows("test"), cache, "cpu")
+    goods = detection_score(np.asarray(predict_rows(checkpoint, [train[p] for p in config["calibration"]],
+                                                    cache, "cpu").scores), test.classes.index(GOOD))
+    scores, good = np.asarray(test.scores), test.classes.index(GOOD)
+    out = {}
+    for name, threshold in [("argmax", None)] + [(f"{t:.0%}", calibrate(goods, t)) for t in targets]:
+        labels = [test.classes[i] for i in decide(scores, good, threshold)]
+        out[name] = compute_metrics(test.y_true, labels, test.classes)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("report", type=Path, help="a train-eval report folder (or its metrics.json)")
+    parser.add_argument("--arm", default=None, help="only this arm (default: every arm)")
+    parser.add_argument("--targets", type=float, nargs="+", default=list(TARGETS),
+                        help="false-alarm targets on the calibration images (shares, e.g. 0.04)")
+    args = parser.parse_args()
+    if not all(0 < t < 1 for t in args.targets):
+        parser.error(f"--targets {' '.join(map(str, args.targets))}: each must be a share between 0 and 1")
+    metrics = args.report if args.report.suffix == ".json" else args.report / "metrics.json"
+    try:
+        doc = json.loads(metrics.read_text())
+        runs, settings = doc["runs"], doc["settings"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        parser.error(f"{metrics}: not a train-eval report's metrics.json ({e}); pass a folder under <work>/reports")
+    runs = [r for r in runs if args.arm in (None, r["arm"])]
+    if not runs:
+        parser.error(f"--arm {args.arm}: no run of that arm in {metrics}")
+    cache = ImageCache(Path(settings["work"]) / "cache")
+    scored = [(r, decisions(r, cache, args.targets)) for r in track(runs, description="scoring checkpoints")]
+    console = Console(width=max(Console().width, 150))  # a column per class
+    for arm in dict.fromkeys(r["arm"] for r in runs):
+        models = [s for r, s in scored if r["arm"] == arm]
+        classes = list(models[0]["argmax"]["per_class"])
+        table = Table(title=f"{arm}: {len(models)} models, mean over them (sd of balanced accuracy)")
+        for column in ["decision", "bal. acc.", "false alarms", "max false alarms", *classes]:
+            table.add_column(column)
+        for name in models[0]:
+            acc = [m[name]["balanced_accuracy"] for m in models]
+            alarms = [m[name]["false_alarm_rate"] for m in models]
+            recall = [f"{np.mean([m[name]['per_class'][c]['recall'] for m in models]):.3f}" for c in classes]
+            table.add_row(name, f"{np.mean(acc):.3f} ({np.std(acc, ddof=1) if len(acc) > 1 else 0:.3f})",
+                          f"{np.mean(alarms):.3f}", f"{np.max(alarms):.3f}", *recall)
+        console.print(table)
+
+
+if __name__ == "__main__":
+    main()
