@@ -42,11 +42,11 @@ def decisions(run: dict, cache: ImageCache, targets: list[float]) -> dict[str, d
     split = load_split(Path(run["split_json"]))
     train = {r.path: r for r in split.real_rows("train")}
     test = predict_rows(checkpoint, split.real_rows("test"), cache, "cpu")
-    goods = detection_score(np.asarray(predict_rows(checkpoint, [train[p] for p in config["calibration"]],
-                                                    cache, "cpu").scores), test.classes.index(GOOD))
+    calibration = predict_rows(checkpoint, [train[p] for p in config["calibration"]], cache, "cpu")
     scores, good = np.asarray(test.scores), test.classes.index(GOOD)
+    goods = detection_score(np.asarray(calibration.scores), good)
     out = {}
-    for name, threshold in [("argmax", None)] + [(f"{t:.0%}", calibrate(goods, t)) for t in targets]:
+    for name, threshold in [("argmax", None)] + [(f"{100 * t:g}%", calibrate(goods, t)) for t in targets]:
         labels = [test.classes[i] for i in decide(scores, good, threshold)]
         out[name] = compute_metrics(test.y_true, labels, test.classes)
     return out
