@@ -1,10 +1,11 @@
 """What averaging over mirror images buys: a train-eval run's models scored on the image alone and on the
 image with the mirror images they trained on (train/loop.py flip_views), paired by model.
 
-No training: each checkpoint of the report predicts its split's held-out real images and the good
-images its thresholds were set on (config.json "calibration"; the threshold is set again on them, seen
-the same way and at the same false-alarm target, as train-eval does), once per way of looking. On a CPU run the row of the model's
-own views reproduces the report's figures (a CUDA run set its thresholds under mixed precision).
+No training: each checkpoint of the report predicts its split's held-out real images and the held-back
+good images its thresholds were set on (config.json "calibration"; the threshold is set again on them,
+seen the same way and at the same false-alarm target, as train-eval does), once per way of looking. On
+a CPU run the row of the model's own views reproduces the report's figures (a CUDA run set its
+thresholds under mixed precision).
 
     .venv/bin/python bench/views.py <work>/reports/<run>                 # every arm
     .venv/bin/python bench/views.py <work>/reports/<run> --arm balanced
@@ -42,8 +43,8 @@ def score(run: dict, cache: ImageCache) -> dict[str, dict]:
     classes, rule = config["classes"], config.get("rule", "image")
     good = classes.index(GOOD)
     if "calibration" not in config:
-        raise SystemExit(f"{run['checkpoint']}: its config.json does not name the good images its thresholds were set on "
-                         "(trained before they were recorded); train it again")
+        raise SystemExit(f"{run['checkpoint']}: its config.json does not name the good images its thresholds "
+                         "were set on (trained before they were recorded); train it again")
     train = {r.path: r for r in split.real_rows("train")}
     calibration = [train[path] for path in config["calibration"]]
     test = split.real_rows("test")

@@ -21,7 +21,7 @@ from defectsynth.errors import DefectsynthError
 from defectsynth.io import write_png
 from defectsynth.train import folds, loop, models
 from defectsynth.train.data import NO_MASK, Augment, ImageSet, cell_targets
-from defectsynth.train.decide import calibrate, class_scores, decide
+from defectsynth.train.decide import FALSE_ALARM_TARGET, calibrate, class_scores, decide
 from defectsynth.train.evaluate import heldout_metrics, predict_images, predict_rows
 from defectsynth.train.loop import TrainConfig, flip_views, load_classifier, predict_outputs, train_classifier
 from defectsynth.train.metrics import detection_metrics, pixel_metrics
@@ -116,6 +116,7 @@ def test_a_mirror_trained_model_sees_a_part_and_its_mirror_alike(trained, tmp_pa
     assert seen == [((), (3,))] * (config.epochs + 1)
     model, saved = load_classifier(mirrored.checkpoint)
     assert saved["views"] == [[], [3]] and saved["calibration"] == [r.path for r in spend.calibration]
+    assert saved["false_alarm_target"] == FALSE_ALARM_TARGET  # what bench/ re-sets the thresholds at
     one_view = {**saved, "views": [[]]}  # also what a checkpoint saved before views were recorded gets
 
     def outputs(views, rows, mirror=False):
@@ -130,7 +131,8 @@ def test_a_mirror_trained_model_sees_a_part_and_its_mirror_alike(trained, tmp_pa
         assert torch.allclose(maps, mirror_maps.flip(-1), atol=1e-4) == alike
         assert torch.allclose(logits, mirror_logits, atol=1e-4) or not alike
         # the thresholds were set on held-back good images seen the same way as every later image
-        threshold = calibrate(1 - class_scores(*outputs(views, spend.calibration), "map", good)[:, good])
+        threshold = calibrate(1 - class_scores(*outputs(views, spend.calibration), "map", good)[:, good],
+                              saved["false_alarm_target"])
         assert (threshold == saved["thresholds"]["map"]) == alike
 
 
