@@ -11,13 +11,14 @@ difference with its bootstrap 95% interval (train/stats.py), and the per-class r
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from defectsynth.errors import DefectsynthError
+from defectsynth.report.read import read_report
 from defectsynth.train.stats import paired_bootstrap
 
 METRICS = ("balanced_accuracy", "defect_type_accuracy", "false_alarm_rate", "image_auroc", "pixel_auroc", "pixel_ap")
@@ -25,11 +26,10 @@ METRICS = ("balanced_accuracy", "defect_type_accuracy", "false_alarm_rate", "ima
 
 def _runs(path: Path, parser: argparse.ArgumentParser) -> list[dict]:
     """The runs of a report folder, or of its metrics.json named directly."""
-    metrics = path if path.suffix == ".json" else path / "metrics.json"
     try:
-        return json.loads(metrics.read_text())["runs"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        parser.error(f"{metrics}: not a train-eval report's metrics.json ({e}); pass a folder under <work>/reports")
+        return read_report(path)[0]
+    except DefectsynthError as e:
+        parser.error(str(e))
 
 
 def main() -> None:

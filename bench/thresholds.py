@@ -13,7 +13,6 @@ checkpoint) reproduces the report on a CPU run.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,8 @@ from rich.table import Table
 from defectsynth.data.cache import ImageCache
 from defectsynth.data.layout import GOOD
 from defectsynth.data.split import load_split
+from defectsynth.errors import DefectsynthError
+from defectsynth.report.read import read_report
 from defectsynth.train.decide import calibrate, decide, detection_score
 from defectsynth.train.evaluate import predict_rows
 from defectsynth.train.loop import load_classifier
@@ -61,15 +62,10 @@ def main() -> None:
     args = parser.parse_args()
     if not all(0 < t < 1 for t in args.targets):
         parser.error(f"--targets {' '.join(map(str, args.targets))}: each must be a share between 0 and 1")
-    metrics = args.report if args.report.suffix == ".json" else args.report / "metrics.json"
     try:
-        doc = json.loads(metrics.read_text())
-        runs, settings = doc["runs"], doc["settings"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        parser.error(f"{metrics}: not a train-eval report's metrics.json ({e}); pass a folder under <work>/reports")
-    runs = [r for r in runs if args.arm in (None, r["arm"])]
-    if not runs:
-        parser.error(f"--arm {args.arm}: no run of that arm in {metrics}")
+        runs, settings = read_report(args.report, args.arm)
+    except DefectsynthError as e:
+        parser.error(str(e))
     cache = ImageCache(Path(settings["work"]) / "cache")
     scored = [(r, decisions(r, cache, args.targets)) for r in track(runs, description="scoring checkpoints")]
     console = Console(width=max(Console().width, 150))  # a column per class

@@ -14,7 +14,6 @@ thresholds under mixed precision).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,8 @@ from rich.table import Table
 from defectsynth.data.cache import ImageCache
 from defectsynth.data.layout import GOOD
 from defectsynth.data.split import load_split
+from defectsynth.errors import DefectsynthError
+from defectsynth.report.read import read_report
 from defectsynth.train.data import ImageSet
 from defectsynth.train.decide import calibrate, class_scores, decide, detection_score
 from defectsynth.train.loop import load_classifier, predict_outputs, saved_views
@@ -74,15 +75,10 @@ def main() -> None:
     parser.add_argument("report", type=Path, help="a train-eval report folder (or its metrics.json)")
     parser.add_argument("--arm", default=None, help="only this arm (default: every arm)")
     args = parser.parse_args()
-    metrics = args.report if args.report.suffix == ".json" else args.report / "metrics.json"
     try:
-        doc = json.loads(metrics.read_text())
-        runs, settings = doc["runs"], doc["settings"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        parser.error(f"{metrics}: not a train-eval report's metrics.json ({e}); pass a folder under <work>/reports")
-    runs = [r for r in runs if args.arm in (None, r["arm"])]
-    if not runs:
-        parser.error(f"--arm {args.arm}: no run of that arm in {metrics}")
+        runs, settings = read_report(args.report, args.arm)
+    except DefectsynthError as e:
+        parser.error(str(e))
     cache = ImageCache(Path(settings["work"]) / "cache")
     scored = [(r, score(r, cache)) for r in track(runs, description="scoring checkpoints")]
     console = Console()

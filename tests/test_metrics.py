@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from defectsynth.errors import DefectsynthError
 from defectsynth.io import write_png
 from defectsynth.report import rich_table, summary_table, write_report
+from defectsynth.report.read import read_report
 from defectsynth.train.metrics import compute_metrics, pooled_imbalanced_report, summed_confusion
 from defectsynth.train.stats import compare_arms, paired_bootstrap, summarize
 
@@ -138,6 +140,14 @@ def test_write_report(tmp_path):
     assert doc["settings"]["model"] == "resnet18" and len(doc["runs"]) == len(runs)
     assert doc["paired_vs_original"]["balanced_accuracy"]["balanced"]["excludes_zero"] is True
     assert doc["summary"]["balanced"]["balanced_accuracy"]["n"] == 3
+    # what the benches read back: the folder or its metrics.json, one arm, or a one-line error
+    read, read_settings = read_report(tmp_path / "report", "balanced")
+    assert [r["split"] for r in read] == [r["split"] for r in runs if r["arm"] == "balanced"]
+    assert read_settings["model"] == "resnet18" and len(read_report(report.with_name("metrics.json"))[0]) == len(runs)
+    for path, arm, words in ((tmp_path / "nowhere", None, "not a train-eval report"),
+                             (tmp_path / "report", "gan", "--arm gan: no run")):
+        with pytest.raises(DefectsynthError, match=words):
+            read_report(path, arm)
 
     # re-running over the same folder is safe; no samples and no baseline still give a report
     again = write_report(tmp_path / "report", [r for r in runs if r["arm"] != "original"], settings, [])
