@@ -3,8 +3,8 @@ on the good images their thresholds were set on, and by the argmax, side by side
 
 No training: each checkpoint of the report predicts its split's held-out real images and the images
 named in its config.json "calibration" (the held-back good training images its thresholds were set
-on), by its own rule and views, as train-eval does. The target of train-eval (train/decide.py FALSE_ALARM_TARGET, recorded in the
-checkpoint) reproduces the report on a CPU run.
+on), by its own rule and views, as train-eval does. The row of train-eval's target (train/decide.py
+FALSE_ALARM_TARGET, recorded in the checkpoint) reproduces the report on a CPU run.
 
     .venv/bin/python bench/thresholds.py <work>/reports/<run>                    # every arm
     .venv/bin/python bench/thresholds.py <work>/reports/<run> --arm balanced --targets 0.03 0.04 0.05
@@ -13,6 +13,7 @@ checkpoint) reproduces the report on a CPU run.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,6 @@ from defectsynth.errors import DefectsynthError
 from defectsynth.report.read import read_report
 from defectsynth.train.decide import calibrate, decide, detection_score
 from defectsynth.train.evaluate import predict_rows
-from defectsynth.train.loop import load_classifier
 from defectsynth.train.metrics import compute_metrics
 
 TARGETS = (0.02, 0.03, 0.04, 0.05, 0.06, 0.08)
@@ -36,20 +36,21 @@ TARGETS = (0.02, 0.03, 0.04, 0.05, 0.06, 0.08)
 def decisions(run: dict, cache: ImageCache, targets: list[float]) -> dict[str, dict]:
     """{"argmax" | target: metrics} of one trained model on its held-out images."""
     checkpoint = Path(run["checkpoint"])
-    _model, config = load_classifier(checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
     if not config.get("calibration"):
         raise SystemExit(f"{checkpoint}: its config.json does not name the good images its thresholds were "
                          "set on (trained before they were recorded); train it again")
     split = load_split(Path(run["split_json"]))
     train = {r.path: r for r in split.real_rows("train")}
-    test = predict_rows(checkpoint, split.real_rows("test"), cache, "cpu")
-    calibration = predict_rows(checkpoint, [train[p] for p in config["calibration"]], cache, "cpu")
-    scores, good = np.asarray(test.scores), test.classes.index(GOOD)
-    goods = detection_score(np.asarray(calibration.scores), good)
+    test = split.real_rows("test")
+    # one pass over both: the held-out images first, then the held-back goods
+    preds = predict_rows(checkpoint, test + [train[p] for p in config["calibration"]], cache, "cpu")
+    scores, good = np.asarray(preds.scores), preds.classes.index(GOOD)
+    goods = detection_score(scores[len(test):], good)
     out = {}
     for name, threshold in [("argmax", None)] + [(f"{100 * t:g}%", calibrate(goods, t)) for t in targets]:
-        labels = [test.classes[i] for i in decide(scores, good, threshold)]
-        out[name] = compute_metrics(test.y_true, labels, test.classes)
+        labels = [preds.classes[i] for i in decide(scores[:len(test)], good, threshold)]
+        out[name] = compute_metrics(preds.y_true[:len(test)], labels, preds.classes)
     return out
 
 
