@@ -148,12 +148,34 @@ def test_snap_moves_a_patch_to_where_its_surroundings_match():
     assert snap(stripes, patch, ~region, 60, 40, radius=12) == (60, 40)  # stays where it was offered
 
 
+def _seam(rows: list[Row]) -> list[float]:
+    """How much each synthetic image differs from the good image it was pasted on, outside the defect."""
+    return [np.abs(read_image(Path(r.path)).astype(int) - read_image(Path(r.parent_paths[1])).astype(int))
+            .max(axis=-1)[~read_mask(Path(r.mask))].mean() for r in rows]
+
+
 def test_snapped_pastes_leave_less_seam_beside_the_defect(workspace):
-    """Same draws with and without snap: snapped bent leads land where their surroundings match, so the
-    image differs less from the good one it was pasted on, outside the defect."""
-    def seam(rows):
-        return [np.abs(read_image(Path(r.path)).astype(int) - read_image(Path(r.parent_paths[1])).astype(int))
-                .max(axis=-1)[~read_mask(Path(r.mask))].mean() for r in rows]
-    plain, snapped = seam(_make(workspace, "cutpaste")), seam(_make(workspace, "cutpaste-snap"))
+    """Same draws with and without snap (both augmented): snapped bent leads land where their surroundings
+    match, so the image differs less from the good one it was pasted on, outside the defect."""
+    plain, snapped = _seam(_make(workspace, "cutpaste-augmented")), _seam(_make(workspace, "cutpaste-snap"))
     assert np.mean(snapped) < np.mean(plain), (plain, snapped)
     assert sum(s < p for s, p in zip(snapped, plain, strict=True)) >= 6, (plain, snapped)
+
+
+def test_a_registered_paste_moves_the_defect_unchanged(workspace):
+    """No rotation, scale, warp or re-lighting: the synthetic mask is the source's mask moved by whole pixels,
+    and inside it the synthetic image shows the source's own pixels."""
+    masks = {r.path: r.mask for r in workspace.split().train_defects("bent_lead")}
+    rows = _make(workspace, "cutpaste")
+    for row in rows:
+        assert '"region_used": "change"' in row.params and '"paste": "registered"' in row.params
+        source = read_image(Path(row.parent_paths[0]))
+        src_mask, out_mask = read_mask(Path(masks[row.parent_paths[0]])), read_mask(Path(row.mask))
+        (sy, sx), (oy, ox) = (np.argwhere(m).min(axis=0) for m in (src_mask, out_mask))
+        dy, dx = oy - sy, ox - sx
+        assert src_mask.sum() == out_mask.sum()
+        assert (np.roll(src_mask, (dy, dx), axis=(0, 1)) == out_mask).all()
+        inner = cv2.erode(out_mask.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        moved = np.roll(source, (dy, dx), axis=(0, 1))
+        diff = np.abs(read_image(Path(row.path)).astype(int) - moved.astype(int))[inner]
+        assert diff.max() <= 2, row.path

@@ -11,21 +11,29 @@ unreliable (a texture, a part that moves from image to image) the change region 
 The output mask is the annotated defect (`mask_out: annotated`, MVTec's convention, which the held-out
 masks follow) or everything pasted (`mask_out: change`).
 
-Image and masks go through ONE albumentations Compose (small rotation and scale, optional flips,
-elastic, brightness/contrast), so they stay registered. Placement `aligned` puts the region where it
-was on the part (the part's shift between the two images is measured, plus jitter): right for aligned
-products such as the transistor. `snap` (off by default; `cutpaste-snap` turns it on) then moves the
-patch, within that share of the side, to where its surroundings best match the good image; on real
-transistor it brought the synthetic cut leads' difference to the closest good images down to the real
-ones' (median 59 -> 38, real 33) and lifted cut_lead's held-out recall 0.20 -> 0.31, but bent_lead and
-damaged_case fell and the balanced accuracy with it (0.626 -> 0.602 over 5 splits, README), so it stays
-an option. `pose` first carries the source image, its masks
-and its change region from the source part's frame into the target part's frame (synth/partpose.py:
-position, angle, flip), so a defect on a screw's head lands on the head however the two screws lie.
-`object` puts it anywhere on the part, `anywhere` anywhere in the image. `auto` (the default) measures the category from its good
-images: a fixed part gets `aligned`, a part at any angle `pose`, a texture (no part) `anywhere`.
-Blending is Poisson (cv2.seamlessClone) or a feathered alpha; recipes/transistor-generators.yaml
-measures the two downstream.
+Placement `aligned` puts the region where it was on the part (the part's shift between the two images
+is measured): right for fixtured products such as the transistor. There, with a change region, the
+paste is **registered** (`paste: registered`, the default): the patch is neither rotated nor scaled nor
+re-lit, it is snapped (within REGISTERED_SNAP of the side) to where its surroundings best match the good
+image, the good part's structure that differs from the source near the defect is covered by the
+source's own pixels (its board, holes lined up), and it is alpha-blended, so that a cut lead shows clean
+board where the lead was, as a real one does. `paste: augmented` (`cutpaste-augmented`) is the earlier
+paste: ONE albumentations Compose (small rotation and scale, optional flips, elastic,
+brightness/contrast) over image and masks, the full jitter, Poisson blending, the good part's structure
+rebuilt from its own board. On real transistor the augmented paste left pale smears and doubled holes
+where a lead had been (Poisson drags the good lead's brightness into the pasted board; a rotated patch's
+holes land beside the good image's), so a model could learn the paste instead of the defect; the
+registered paste is measured against it in the README ("Registered pastes"). Every other placement
+(and a part that cannot be registered) is augmented. `snap` > 0 (`cutpaste-snap`: the augmented paste
+snapped) applies the snap to augmented aligned pastes too.
+
+`pose` first carries the source image, its masks and its change region from the source part's frame
+into the target part's frame (synth/partpose.py: position, angle, flip), so a defect on a screw's head
+lands on the head however the two screws lie. `object` puts it anywhere on the part, `anywhere`
+anywhere in the image. `auto` (the default) measures the category from its good images: a fixed part
+gets `aligned`, a part at any angle `pose`, a texture (no part) `anywhere`. Blending of augmented
+pastes is Poisson (cv2.seamlessClone) or a feathered alpha; recipes/transistor-generators.yaml measures
+the two downstream.
 """
 
 from __future__ import annotations
@@ -52,7 +60,9 @@ AUTO_PLACEMENT = {"fixed": "aligned", "rotating": "pose", "texture": "anywhere"}
 BLENDS = ("poisson", "alpha")
 REGIONS = ("change", "mask")
 MASKS_OUT = ("annotated", "change")
+PASTES = ("registered", "augmented")
 REACH = 0.06  # how far (share of the image side) from the defect the good image may be overwritten
+REGISTERED_SNAP = 0.04  # a registered paste is snapped this far (share of the side) to where its surroundings match
 
 
 @lru_cache(maxsize=64)
@@ -158,7 +168,9 @@ class CutPaste(Generator):
     def __init__(self, placement: str = "auto", blend: str = "poisson", hflip: float = 0.0, vflip: float = 0.0,
                  rotate: float = 8.0, scale: float = 0.1, elastic: float = 0.3, brightness: float = 0.1,
                  jitter: float = 0.02, snap: float = 0.0, dilate: float = 1 / 100, feather: float = 1 / 200,
-                 region: str = "change", mask_out: str = "annotated", **_ignored):
+                 region: str = "change", mask_out: str = "annotated", paste: str = "registered", **_ignored):
+        if paste not in PASTES:
+            raise DefectsynthError(f"cutpaste paste {paste!r} is unknown; use one of: {', '.join(PASTES)}")
         if region not in REGIONS:
             raise DefectsynthError(f"cutpaste region {region!r} is unknown; use one of: {', '.join(REGIONS)}")
         if mask_out not in MASKS_OUT:
@@ -170,7 +182,7 @@ class CutPaste(Generator):
         # flips default to off: a transistor's leads point down and its case is not mirror-symmetric
         self.config = dict(placement=placement, blend=blend, hflip=hflip, vflip=vflip, rotate=rotate, scale=scale,
                            elastic=elastic, brightness=brightness, jitter=jitter, snap=snap, dilate=dilate,
-                           feather=feather, region=region, mask_out=mask_out)
+                           feather=feather, region=region, mask_out=mask_out, paste=paste)
         self.goods: list[str] = []
         self.defects: dict[str, list[tuple[str, str]]] = {}
         self.part: PartModel | None = None
@@ -300,6 +312,9 @@ class CutPaste(Generator):
                     mask, region, plain = moved
                 else:  # no part seen in one of the two, or the defect would leave the picture
                     placement = "object"
+            # a registered paste keeps the source's part and board lined up with the good image's: rotating,
+            # scaling, warping or re-lighting the patch would put its holes and leads beside theirs
+            registered = reliable and placement == "aligned" and c["paste"] == "registered"
             ys, xs = np.nonzero(region)
             pad = max(2, int(0.2 * max(np.ptp(ys), np.ptp(xs))))
             if reliable:
@@ -307,17 +322,32 @@ class CutPaste(Generator):
             y0, y1 = max(0, ys.min() - pad), min(h, ys.max() + 1 + pad)
             x0, x1 = max(0, xs.min() - pad), min(w, xs.max() + 1 + pad)
             crop = (slice(y0, y1), slice(x0, x1))
-            patch, (region_t, mask_t, plain_t) = self._augment(source[crop], [region[crop], mask[crop], plain[crop]],
-                                                               int(rng.integers(2**31)))
+            untouched = source[crop], region[crop], mask[crop], plain[crop]
+            seed = int(rng.integers(2**31))  # drawn either way: a registered paste takes the same later draws
+            if registered:
+                patch, region_t, mask_t, plain_t = untouched
+            else:
+                patch, (region_t, mask_t, plain_t) = self._augment(untouched[0], list(untouched[1:]), seed)
             if not mask_t.any():  # augmentation pushed the defect out of its crop: keep it untransformed
-                patch, region_t, mask_t, plain_t = source[crop], region[crop], mask[crop], plain[crop]
+                patch, region_t, mask_t, plain_t = untouched
             ph, pw = region_t.shape
-            top, left = self._place(placement, (src_path, source), (good_path, good), (y0, x0), (ph, pw), rng)
-            if placement == "aligned" and c["snap"] > 0:
+            top, left = self._place(placement, (src_path, source), (good_path, good), (y0, x0), (ph, pw), rng,
+                                    registered)
+            radius = max(c["snap"], REGISTERED_SNAP if registered else 0.0)
+            if placement == "aligned" and radius > 0:
                 context = ~(cv2.dilate(region_t.astype(np.uint8), _disk(2 * grow)) > 0)
-                top, left = snap(good, patch, context, top, left, round(c["snap"] * side))
+                top, left = snap(good, patch, context, top, left, round(radius * side))
             base, pasted = good, region_t
-            if reliable:
+            blend = c["blend"]
+            if registered:
+                # where the good part's own structure next to the defect differs from the source (its straight
+                # lead where the source's was bent away or cut), the source's pixels, lined up, go over it too;
+                # alpha, not Poisson: Poisson would carry the good lead's brightness into the pasted board
+                window = (slice(top, top + ph), slice(left, left + pw))
+                clear = _overwritten(good[window], patch, region_t, side)
+                pasted = region_t = region_t | (cv2.dilate(clear.astype(np.uint8), _disk(side / 128)) > 0)
+                blend = "alpha"
+            elif reliable:
                 # the good part's own structure next to the defect, where the source shows bare background
                 # (its straight lead, where the source's lead was bent away), is rebuilt as background;
                 # where both show background (holes a little apart, say) nothing needs rebuilding
@@ -331,7 +361,7 @@ class CutPaste(Generator):
                     base = self.part.fill(good, cv2.dilate(full, _disk(side / 128)) > 0,
                                           free=self._plain_background(good_path, good))
                     pasted = region_t | clear
-            if c["blend"] == "poisson":
+            if blend == "poisson":
                 image = poisson_blend(base, patch, region_t, top, left)
             else:
                 image = alpha_blend(base, patch, region_t, top, left, feather=c["feather"] * side)
@@ -346,7 +376,8 @@ class CutPaste(Generator):
                                  **(self.poses.params() if self.poses is not None else {}), **extra})
 
     def _place(self, placement: str, source: tuple[str, np.ndarray], good: tuple[str, np.ndarray],
-               at: tuple[int, int], size: tuple[int, int], rng: np.random.Generator) -> tuple[int, int]:
+               at: tuple[int, int], size: tuple[int, int], rng: np.random.Generator,
+               registered: bool = False) -> tuple[int, int]:
         """Top-left corner for a (ph, pw) patch that came from `at` in `source`, kept inside the image."""
         good_path, good = good
         h, w = good.shape[:2]
@@ -356,8 +387,9 @@ class CutPaste(Generator):
             sy, sx = self._offset(*source) if placement == "aligned" else (0, 0)
             gy, gx = self._offset(good_path, good) if placement == "aligned" else (0, 0)
             # pose registration is accurate to well under 1% of the side: a smaller jitter keeps a thread
-            # defect on the thread; aligned placement's jitter also covers its offset's error
-            jitter = self.config["jitter"] * min(h, w) * (0.25 if placement == "pose" else 1.0)
+            # defect on the thread; a registered paste is snapped afterwards; otherwise aligned placement's
+            # jitter also covers its offset's error
+            jitter = self.config["jitter"] * min(h, w) * (0.25 if placement == "pose" or registered else 1.0)
             top = at[0] + gy - sy + rng.normal(0, jitter)
             left = at[1] + gx - sx + rng.normal(0, jitter)
         elif placement == "object":
@@ -387,13 +419,23 @@ class CutPasteMask(CutPaste):
         super().__init__(region=region, **kwargs)
 
 
+@register_generator("cutpaste-augmented")
+class CutPasteAugmented(CutPaste):
+    """cutpaste as it was before registered pastes: every patch rotated, scaled, warped and re-lit, placed with
+    the full jitter, Poisson-blended, the good part's structure beside it rebuilt from its board; so that
+    train-eval can measure what registering adds (README, registered pastes)."""
+
+    def __init__(self, paste: str = "augmented", **kwargs):
+        super().__init__(paste=paste, **kwargs)
+
+
 @register_generator("cutpaste-snap")
 class CutPasteSnap(CutPaste):
-    """cutpaste whose aligned patches snap to where their surroundings match the good image (see `snap`), so
-    that train-eval can measure it against the default (README, change regions)."""
+    """the augmented paste (`cutpaste-augmented`) whose aligned patches snap to where their surroundings match
+    the good image (see `snap`): the snap measured before registered pastes (README, change regions)."""
 
-    def __init__(self, snap: float = 0.04, **kwargs):
-        super().__init__(snap=snap, **kwargs)
+    def __init__(self, snap: float = 0.04, paste: str = "augmented", **kwargs):
+        super().__init__(snap=snap, paste=paste, **kwargs)
 
 
 @register_generator("cutpaste-aligned")
