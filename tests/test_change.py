@@ -101,7 +101,7 @@ def test_a_texture_falls_back_to_the_mask_and_says_so(tmp_path):
     note = gen.notes("scratch")
     assert sum("only their masks are pasted" in line for line in note) == 1
     sample = next(gen.sample("scratch", 1, np.random.default_rng(0)))
-    assert sample.params["region_used"] == "mask"
+    assert sample.params["region_used"] == "mask" and sample.params["paste_used"] == "augmented"
     plain = CutPaste(region="mask")
     plain.fit(rows)
     same = next(plain.sample("scratch", 1, np.random.default_rng(0)))
@@ -168,7 +168,8 @@ def test_a_registered_paste_moves_the_defect_unchanged(workspace):
     masks = {r.path: r.mask for r in workspace.split().train_defects("bent_lead")}
     rows = _make(workspace, "cutpaste")
     for row in rows:
-        assert '"region_used": "change"' in row.params and '"paste": "registered"' in row.params
+        assert '"region_used": "change"' in row.params and '"paste_used": "registered"' in row.params
+        assert '"blend_used": "alpha"' in row.params
         source = read_image(Path(row.parent_paths[0]))
         src_mask, out_mask = read_mask(Path(masks[row.parent_paths[0]])), read_mask(Path(row.mask))
         (sy, sx), (oy, ox) = (np.argwhere(m).min(axis=0) for m in (src_mask, out_mask))

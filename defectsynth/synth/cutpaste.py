@@ -373,6 +373,7 @@ class CutPaste(Generator):
             yield Sample(image=image, mask=out_mask, label=label, parents=parents,
                          params={**c, "source": src_path, "good": good_path, "top": int(top), "left": int(left),
                                  "source_scale": list(scale), "placement_used": placement,
+                                 "paste_used": "registered" if registered else "augmented", "blend_used": blend,
                                  **(self.poses.params() if self.poses is not None else {}), **extra})
 
     def _place(self, placement: str, source: tuple[str, np.ndarray], good: tuple[str, np.ndarray],
