@@ -1,6 +1,7 @@
 """Change-region cut-paste (synth/change.py, synth/cutpaste.py): a defect that moves a lead also clears the
-lead's old place on the good image, nothing changes far from the defect, provenance names the reference, and
-a category that cannot be registered falls back to the mask and says so."""
+lead's old place on the good image, nothing changes far from the defect, provenance names the reference, a
+registered paste moves the defect unchanged, and a category that cannot be registered falls back to the mask
+and says so."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from defectsynth.data.layout import GOOD
 from defectsynth.data.manifest import Row
+from defectsynth.errors import DefectsynthError
 from defectsynth.io import read_image, read_mask, write_png
 from defectsynth.synth.change import NEAR, ChangeFinder
 from defectsynth.synth.cutpaste import REACH, CutPaste, snap
@@ -180,3 +182,8 @@ def test_a_registered_paste_moves_the_defect_unchanged(workspace):
         moved = np.roll(source, (dy, dx), axis=(0, 1))
         diff = np.abs(read_image(Path(row.path)).astype(int) - moved.astype(int))[inner]
         assert diff.max() <= 2, row.path
+
+
+def test_an_unknown_paste_is_a_one_line_error():
+    with pytest.raises(DefectsynthError, match="cutpaste paste 'registerd' is unknown; use one of: registered, augmented"):
+        CutPaste(paste="registerd")
