@@ -1,7 +1,7 @@
 """Change-region cut-paste (synth/change.py, synth/cutpaste.py): a defect that moves a lead also clears the
 lead's old place on the good image, nothing changes far from the defect, provenance names the reference, a
-registered paste moves the defect unchanged, and a category that cannot be registered falls back to the mask
-and says so."""
+registered paste moves the defect unchanged, the pasted mask covers everything pasted, and a category that
+cannot be registered falls back to the mask and says so."""
 
 from __future__ import annotations
 
@@ -187,3 +187,20 @@ def test_a_registered_paste_moves_the_defect_unchanged(workspace):
 def test_an_unknown_paste_is_a_one_line_error():
     with pytest.raises(DefectsynthError, match="cutpaste paste 'registerd' is unknown; use one of: registered, augmented"):
         CutPaste(paste="registerd")
+
+
+def test_the_pasted_mask_covers_everything_pasted(workspace):
+    """cutpaste-pasted-mask makes the same images as cutpaste (same draws); its mask holds the annotated defect
+    and the good part's structure the paste covered (the straight lead's old place), and every pixel that
+    differs from the good image, but for the blend's feathered edge."""
+    annotated, pasted = _make(workspace, "cutpaste"), _make(workspace, "cutpaste-pasted-mask")
+    for a, p in zip(annotated, pasted, strict=True):
+        image, good = read_image(Path(p.path)), read_image(Path(p.parent_paths[1]))
+        assert (image == read_image(Path(a.path))).all()
+        small, large = read_mask(Path(a.mask)), read_mask(Path(p.mask))
+        assert (large >= small).all() and large.sum() > small.sum()
+        edge = cv2.dilate(large.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        differs = np.abs(image.astype(int) - good.astype(int)).max(axis=-1) > 12
+        assert not (differs & ~edge).any(), p.path
+    assert np.median([_lead_lost_outside_mask(r) for r in annotated]) >= 8
+    assert max(_lead_lost_outside_mask(r) for r in pasted) == 0

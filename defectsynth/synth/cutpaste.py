@@ -9,7 +9,7 @@ not have near the defect (the good part's own straight lead, say), so that struc
 beside the pasted defect. `region: mask` is the mask alone, the earlier behaviour. Where registration is
 unreliable (a texture, a part that moves from image to image) the change region falls back to the mask.
 The output mask is the annotated defect (`mask_out: annotated`, MVTec's convention, which the held-out
-masks follow) or everything pasted (`mask_out: change`).
+masks follow) or everything pasted (`mask_out: change`, generator `cutpaste-pasted-mask`).
 
 Placement `aligned` puts the region where it was on the part (the part's shift between the two images
 is measured): right for fixtured products such as the transistor. There, with a change region, the
@@ -437,6 +437,15 @@ class CutPasteSnap(CutPaste):
 
     def __init__(self, snap: float = 0.04, paste: str = "augmented", **kwargs):
         super().__init__(snap=snap, paste=paste, **kwargs)
+
+
+@register_generator("cutpaste-pasted-mask")
+class CutPastePastedMask(CutPaste):
+    """cutpaste whose synthetic mask is everything pasted (the change region and what it covered on the good
+    part), not the annotated defect: the other output mask the change region allows (README, change regions)."""
+
+    def __init__(self, mask_out: str = "change", **kwargs):
+        super().__init__(mask_out=mask_out, **kwargs)
 
 
 @register_generator("cutpaste-aligned")
