@@ -146,6 +146,9 @@ def train_eval_cmd(
     splits: Annotated[int, typer.Option("--splits", help="1: the workspace split; K > 1: K random splits "
                                                          "(synthetic images and arms rebuilt for each).")] = 1,
     seeds: Annotated[int, typer.Option("--seeds", help="Training seeds per split.")] = 1,
+    first_seed: Annotated[int, typer.Option("--first-seed", help="The first training seed (more seeds for a "
+                                                                 "comparison already run: --first-seed 2 "
+                                                                 "--seeds 2 trains seeds 2 and 3).")] = 0,
     model: Annotated[Optional[str], typer.Option("--model", help="resnet18, resnet34, resnet50, efficientnet_b0, "
                                                                  "mobilenet_v3_small, ... (default: preset)")] = None,
     weights: Annotated[Optional[str], typer.Option("--weights", help="auto (ImageNet when loadable, else from "
@@ -177,7 +180,7 @@ def train_eval_cmd(
     ws = Workspace.open(data, work)
     _print_result(train_eval(ws, [a.strip() for a in arms.split(",") if a.strip()], splits=splits, seeds=seeds,
                              model=model, weights=weights, size=size, epochs=epochs, device=device, preset=preset,
-                             say=say, augment=augment, val=val, reference=reference))
+                             say=say, augment=augment, val=val, reference=reference, first_seed=first_seed))
 
 
 @app.command("predict")

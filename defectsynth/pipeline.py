@@ -154,7 +154,8 @@ def run_recipe(recipe: Recipe, data: Path | None = None, work: Path | None = Non
     with timed(timings, "train-eval"):
         result = train_eval(ws, te.arms, splits=te.splits, seeds=te.seeds, model=te.model, weights=te.weights,
                             size=te.size, epochs=te.epochs, device=te.device, preset=te.preset, progress=progress,
-                            say=say, val=te.val, augment=te.augment, reference=te.reference)
+                            say=say, val=te.val, augment=te.augment, reference=te.reference,
+                            first_seed=te.first_seed)
     write_text(saved, json.dumps({k: result[k] for k in ("report_dir", "summary", "settings")}, default=str))
     stamp.mark()
     return result

@@ -57,6 +57,7 @@ class TrainEvalSection(Strict):
     arms: list[str] = ["original", "balanced"]
     splits: int = Field(1, ge=1)
     seeds: int = Field(1, ge=1)
+    first_seed: int = Field(0, ge=0)
     preset: Literal["fast", "default"] = "default"
     model: Optional[str] = None
     weights: Optional[str] = None

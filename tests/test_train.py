@@ -142,3 +142,18 @@ def test_train_eval_end_to_end_and_missing_arm(workspace):
     assert result.exit_code == 0, out
     ablation = Path(out.split("Report: ")[1].split(" (")[0].replace("\n", ""))
     assert ablation.parent.name.endswith("-augfixed") and ablation.is_file() and report.is_file()
+
+    # more seeds for a comparison already run: --first-seed trains exactly the models the longer run trains
+    classifiers = workspace.root / "classifiers"
+    assert cli("train-eval", *where, "--preset", "fast", "--arms", "original", "--seeds", "2")[0].exit_code == 0
+    result, out = cli("train-eval", *where, "--preset", "fast", "--arms", "original", "--first-seed", "1")
+    assert result.exit_code == 0, out
+    later = Path(out.split("Report: ")[1].split(" (")[0].replace("\n", ""))
+    assert later.parent.name.endswith("-from-seed1")
+    assert [r["seed"] for r in json.loads((later.parent / "metrics.json").read_text())["runs"]] == [1]
+    both, alone = (next(classifiers.glob(f"original-1x{n}-*{tail}")) / "original" / "split0-seed1" / "model.safetensors"
+                   for n, tail in ((2, "ep"), (1, "-from-seed1")))
+    wa, wb = load_file(str(both)), load_file(str(alone))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    result, out = cli("train-eval", *where, "--preset", "fast", "--first-seed", "-1")
+    assert result.exit_code != 0 and "--first-seed -1: must be 0 or more" in out and "Traceback" not in out

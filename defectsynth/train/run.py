@@ -133,15 +133,18 @@ def train_eval(ws: Workspace, arms: list[str] | None = None, splits: int = 1, se
                model: str | None = None, weights: str | None = None, size: int | None = None,
                epochs: int | None = None, device: str = "auto", preset: str = "default",
                progress: bool = True, say=print, val: str | None = None, augment: str = "auto",
-               reference: str | None = None) -> dict:
+               reference: str | None = None, first_seed: int = 0) -> dict:
     """Train and evaluate every arm x split x seed, write the report; return {report_dir, runs, settings,
-    summary (the rows of report.summary_table)}."""
+    summary (the rows of report.summary_table)}. The seeds are first_seed .. first_seed + seeds - 1, so that
+    a comparison can be extended by more seeds without training the first ones again."""
     start = time.perf_counter()
     arms = list(DEFAULT_ARMS if arms is None else arms)
     if arms_problem(arms):
         raise DefectsynthError(f"--arms {','.join(arms)!r}: {arms_problem(arms)}")
     if splits < 1 or seeds < 1:
         raise DefectsynthError(f"--splits {splits} --seeds {seeds}: both must be 1 or more")
+    if first_seed < 0:
+        raise DefectsynthError(f"--first-seed {first_seed}: must be 0 or more")
     settings = preset_settings(preset)
     for key, value in {"model": model, "weights": weights, "size": size, "epochs": epochs}.items():
         if value is not None:
@@ -168,6 +171,7 @@ def train_eval(ws: Workspace, arms: list[str] | None = None, splits: int = 1, se
     name = run_name(arms, splits, seeds, settings["model"], settings["size"], settings["epochs"], compare)
     name += "" if val == DEFAULT_VAL else f"-val{val}"
     name += "" if augment == "auto" else f"-aug{augment}"  # an ablation must not overwrite the default's report
+    name += f"-from-seed{first_seed}" if first_seed else ""
     rule = DEFAULT_RULE if has_map(settings["model"]) else "image"
     runs, samples, notes = [], [], set()
     for k in range(splits):
@@ -180,7 +184,7 @@ def train_eval(ws: Workspace, arms: list[str] | None = None, splits: int = 1, se
             with state.main_process_first():  # the other processes then find every channel cached
                 ref.warm([r for rows, _config in sets.arms.values() for r in rows] + sets.split.real_rows("test"),
                          progress)
-        for seed in range(seeds):
+        for seed in range(first_seed, first_seed + seeds):
             spend = val_plan(sets.split.real_rows("train"), val, seed)
             fold = spend.held_back
             train_sets = {arm: check_no_leakage(without_fold(rows, fold), sets.split, f"train-eval {arm}")
@@ -222,7 +226,7 @@ def train_eval(ws: Workspace, arms: list[str] | None = None, splits: int = 1, se
                     f"(epoch {result.best_epoch}, {result.wall_s + extra_s:.0f} s)")
     base = ws.split(say=lambda _msg: None)
     views = flip_views(TrainConfig(**settings))
-    doc = {**settings, "preset": preset, "arms": arms, "splits": splits, "seeds": seeds, "device": device,
+    doc = {**settings, "preset": preset, "arms": arms, "splits": splits, "seeds": seeds, "first_seed": first_seed, "device": device,
            "protocol": base.protocol if splits == 1 else "random (seed = split index)", "shots": base.shots,
            "data": str(ws.data), "work": str(ws.root), "run": name, "weights_notes": sorted(notes),
            "samples_per_epoch": "the largest arm's training size, for every arm of a split",
