@@ -58,7 +58,9 @@ machine about twice as fast the same recipe took 820 s, and 819 s with mirrored 
 (55e59c9; classifiers 56-76 s each). With registered cut-paste (cdbe631; README "Registered pastes")
 the recipe took 803 s (classifiers 40-76 s each) and the balanced arm reached 0.698 +- 0.032.
 On the slower machine of 2026-12-02 the same recipe took 1878 s, over the 30 minutes (classifiers
-123-141 s each; balanced 0.661 +- 0.058): this preset was not re-chosen for it.
+123-141 s each; balanced 0.661 +- 0.058), and 1104 s on the same machine later that day (classifiers
+71-84 s each; the same figures to the last digit): its speed, not the preset's cost, moved. The preset
+was not re-chosen for the slow hour.
 
 Then measured on the same workspace (balanced arm, random splits 0-2, seed 0, reference channels on;
 `defectsynth train-eval --arms balanced --splits 3 --size 160` and `--epochs 14`, one job at a time):
