@@ -108,6 +108,11 @@ def cli(*args: str):
     return result, result.output + (result.stderr if result.stderr_bytes is not None else "")
 
 
+def report_path(out: str) -> Path:
+    """The report.md a train-eval run printed (Rich may wrap the path)."""
+    return Path(out.split("Report: ")[1].split(" (")[0].replace("\n", ""))
+
+
 def test_train_eval_end_to_end_and_missing_arm(workspace):
     where = ["--data", str(workspace.data), "--work", str(workspace.root)]
     result, out = cli("train-eval", *where, "--preset", "fast")
@@ -117,7 +122,7 @@ def test_train_eval_end_to_end_and_missing_arm(workspace):
     assert cli("rebalance", *where)[0].exit_code == 0
     result, out = cli("train-eval", *where, "--preset", "fast", "--splits", "2")
     assert result.exit_code == 0, out
-    report = Path(out.split("Report: ")[1].split(" (")[0].replace("\n", ""))
+    report = report_path(out)
     assert report.name == "report.md" and report.is_file()
     metrics = json.loads((report.parent / "metrics.json").read_text())
     assert any(report.parent.glob("figures/*.png"))
@@ -140,7 +145,7 @@ def test_train_eval_end_to_end_and_missing_arm(workspace):
     # an ablation of the augmentation writes its own report beside the default run's, not over it
     result, out = cli("train-eval", *where, "--preset", "fast", "--arms", "original", "--augment", "fixed")
     assert result.exit_code == 0, out
-    ablation = Path(out.split("Report: ")[1].split(" (")[0].replace("\n", ""))
+    ablation = report_path(out)
     assert ablation.parent.name.endswith("-augfixed") and ablation.is_file() and report.is_file()
 
     # more seeds for a comparison already run: --first-seed trains exactly the models the longer run trains
@@ -148,7 +153,7 @@ def test_train_eval_end_to_end_and_missing_arm(workspace):
     assert cli("train-eval", *where, "--preset", "fast", "--arms", "original", "--seeds", "2")[0].exit_code == 0
     result, out = cli("train-eval", *where, "--preset", "fast", "--arms", "original", "--first-seed", "1")
     assert result.exit_code == 0, out
-    later = Path(out.split("Report: ")[1].split(" (")[0].replace("\n", ""))
+    later = report_path(out)
     assert later.parent.name.endswith("-from-seed1")
     assert [r["seed"] for r in json.loads((later.parent / "metrics.json").read_text())["runs"]] == [1]
     both, alone = (next(classifiers.glob(f"original-1x{n}-*{tail}")) / "original" / "split0-seed1" / "model.safetensors"

@@ -226,7 +226,8 @@ def train_eval(ws: Workspace, arms: list[str] | None = None, splits: int = 1, se
                     f"(epoch {result.best_epoch}, {result.wall_s + extra_s:.0f} s)")
     base = ws.split(say=lambda _msg: None)
     views = flip_views(TrainConfig(**settings))
-    doc = {**settings, "preset": preset, "arms": arms, "splits": splits, "seeds": seeds, "first_seed": first_seed, "device": device,
+    doc = {**settings, "preset": preset, "arms": arms, "splits": splits, "seeds": seeds, "first_seed": first_seed,
+           "device": device,
            "protocol": base.protocol if splits == 1 else "random (seed = split index)", "shots": base.shots,
            "data": str(ws.data), "work": str(ws.root), "run": name, "weights_notes": sorted(notes),
            "samples_per_epoch": "the largest arm's training size, for every arm of a split",
