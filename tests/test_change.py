@@ -5,6 +5,7 @@ cannot be registered falls back to the mask and says so."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -204,3 +205,42 @@ def test_the_pasted_mask_covers_everything_pasted(workspace):
         assert not (differs & ~edge).any(), p.path
     assert np.median([_lead_lost_outside_mask(r) for r in annotated]) >= 8
     assert max(_lead_lost_outside_mask(r) for r in pasted) == 0
+
+
+def test_the_demo_leads_repeat_with_the_board_across_only(demo_root, tmp_path):
+    """The demo transistor's three leads sit one board pitch apart side by side: the part model finds that
+    step left and right (not up or down); a texture has no part and no step."""
+    goods = sorted(str(p) for p in (demo_root / "train" / "good").glob("*.png"))
+    part = PartModel.from_paths(goods)
+    steps = part.repeat_steps
+    pitch = part.periods[1]
+    assert pitch and sorted(steps) == [(0, -pitch), (0, pitch)], (steps, part.periods)
+    texture = [r.path for r in _texture(tmp_path) if r.label == GOOD]
+    assert PartModel.from_paths(texture).repeat_steps == []
+
+
+def test_a_repeat_paste_moves_the_defect_whole_onto_another_lead(workspace):
+    """cutpaste-repeat makes registered pastes of which some are moved one board pitch sideways: the mask is
+    still the source's moved by whole pixels, and a moved bend lands on another of the good part's leads,
+    never on bare board."""
+    masks = {r.path: r.mask for r in workspace.split().train_defects("bent_lead")}
+    rows = _make(workspace, "cutpaste-repeat", n=16)
+    steps = [tuple(json.loads(r.params)["repeat_step"]) for r in rows]
+    moved = [r for r, s in zip(rows, steps, strict=True) if s != (0, 0)]
+    assert 4 <= len(moved) <= 12, steps
+    part = PartModel.from_paths([r.path for r in workspace.split().rows if r.label == GOOD and r.split == "train"])
+    for row in moved:
+        src_mask, out_mask = read_mask(Path(masks[row.parent_paths[0]])), read_mask(Path(row.mask))
+        (sy, sx), (oy, ox) = (np.argwhere(m).min(axis=0) for m in (src_mask, out_mask))
+        assert (np.roll(src_mask, (oy - sy, ox - sx), axis=(0, 1)) == out_mask).all()
+        assert abs(ox - sx) >= part.periods[1] // 2, (row.params, part.periods)
+        # the good image had a lead where the moved bend went
+        near = cv2.dilate(out_mask.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+        assert (_metal(read_image(Path(row.parent_paths[1]))) & near).sum() >= 10, row.path
+
+
+
+def test_damage_to_the_case_never_moves_a_pitch_over(workspace):
+    rows = generate(workspace, workspace.split(), "damaged_case", 8, method="cutpaste-repeat", progress=False,
+                    say=lambda _m: None)
+    assert [json.loads(r.params)["repeat_step"] for r in rows] == [[0, 0]] * 8

@@ -15,9 +15,11 @@ Placement `aligned` puts the region where it was on the part (the part's shift b
 is measured): right for fixtured products such as the transistor. There, with a change region, the
 paste is **registered** (`paste: registered`, the default): the patch is neither rotated nor scaled nor
 re-lit, it is snapped (within REGISTERED_SNAP of the side) to where its surroundings best match the good
-image, the good part's structure that differs from the source near the defect is covered by the
-source's own pixels (its board, holes lined up), and it is alpha-blended, so that a cut lead shows clean
-board where the lead was, as a real one does. `paste: augmented` (`cutpaste-augmented`) is the earlier
+image (with `repeat`, generator `cutpaste-repeat`, first moved by a whole board period onto a
+neighbouring lead where the part's leads repeat with the board: PartModel.repeat_steps), the good
+part's structure that differs from the source near the defect is covered by the source's own pixels
+(its board, holes lined up), and it is alpha-blended, so that a cut lead shows clean board where the
+lead was, as a real one does. `paste: augmented` (`cutpaste-augmented`) is the earlier
 paste: ONE albumentations Compose (small rotation and scale, optional flips, elastic,
 brightness/contrast) over image and masks, the full jitter, Poisson blending, the good part's structure
 rebuilt from its own board. On real transistor the augmented paste left pale smears and doubled holes
@@ -63,6 +65,8 @@ MASKS_OUT = ("annotated", "change")
 PASTES = ("registered", "augmented")
 REACH = 0.06  # how far (share of the image side) from the defect the good image may be overwritten
 REGISTERED_SNAP = 0.04  # a registered paste is snapped this far (share of the side) to where its surroundings match
+REPEAT_KEEP = 0.9  # a repeat step must keep this share of the region's overlap with the part's thin structures
+REPEAT_BODY = 0.4  # a region with more than this share on the part's body is not a thin structure's defect
 
 
 @lru_cache(maxsize=64)
@@ -168,7 +172,8 @@ class CutPaste(Generator):
     def __init__(self, placement: str = "auto", blend: str = "poisson", hflip: float = 0.0, vflip: float = 0.0,
                  rotate: float = 8.0, scale: float = 0.1, elastic: float = 0.3, brightness: float = 0.1,
                  jitter: float = 0.02, snap: float = 0.0, dilate: float = 1 / 100, feather: float = 1 / 200,
-                 region: str = "change", mask_out: str = "annotated", paste: str = "registered", **_ignored):
+                 region: str = "change", mask_out: str = "annotated", paste: str = "registered",
+                 repeat: bool = False, **_ignored):
         if paste not in PASTES:
             raise DefectsynthError(f"cutpaste paste {paste!r} is unknown; use one of: {', '.join(PASTES)}")
         if region not in REGIONS:
@@ -182,7 +187,8 @@ class CutPaste(Generator):
         # flips default to off: a transistor's leads point down and its case is not mirror-symmetric
         self.config = dict(placement=placement, blend=blend, hflip=hflip, vflip=vflip, rotate=rotate, scale=scale,
                            elastic=elastic, brightness=brightness, jitter=jitter, snap=snap, dilate=dilate,
-                           feather=feather, region=region, mask_out=mask_out, paste=paste)
+                           feather=feather, region=region, mask_out=mask_out, paste=paste,
+                           repeat=repeat)
         self.goods: list[str] = []
         self.defects: dict[str, list[tuple[str, str]]] = {}
         self.part: PartModel | None = None
@@ -333,6 +339,10 @@ class CutPaste(Generator):
             ph, pw = region_t.shape
             top, left = self._place(placement, (src_path, source), (good_path, good), (y0, x0), (ph, pw), rng,
                                     registered)
+            step = (0, 0)
+            if registered and c["repeat"]:
+                step = self._repeat(good, region_t, top, left, rng)
+                top, left = top + step[0], left + step[1]
             radius = max(c["snap"], REGISTERED_SNAP if registered else 0.0)
             if placement == "aligned" and radius > 0:
                 context = ~(cv2.dilate(region_t.astype(np.uint8), _disk(2 * grow)) > 0)
@@ -374,7 +384,36 @@ class CutPaste(Generator):
                          params={**c, "source": src_path, "good": good_path, "top": int(top), "left": int(left),
                                  "source_scale": list(scale), "placement_used": placement,
                                  "paste_used": "registered" if registered else "augmented", "blend_used": blend,
+                                 **({"repeat_step": list(step)} if c["repeat"] else {}),
                                  **(self.poses.params() if self.poses is not None else {}), **extra})
+
+    def _repeat(self, good: np.ndarray, region: np.ndarray, top: int, left: int,
+                rng: np.random.Generator) -> tuple[int, int]:
+        """A whole-period step (one of the part's repeat_steps, or none) that moves a registered patch from
+        its lead onto a neighbouring one, drawn uniformly among the steps that keep the pasted region on
+        the part's thin structures (their usual zone grown by half a period) at least REPEAT_KEEP as much
+        as where it came from: a bent outer lead may become a bent middle lead, never a lead on bare board.
+        Only a defect of the thin structures moves (at most REPEAT_BODY of its region on the part's body):
+        damage to a case moved a lead's pitch over would hang off the case. A step moves board, holes and
+        lead together, so the paste stays registered."""
+        steps = self.part.repeat_steps
+        if not steps:
+            return 0, 0
+        h, w = good.shape[:2]
+        ph, pw = region.shape
+        area = max(1, int(region.sum()))
+        if (self.part.body(good)[top:top + ph, left:left + pw] & region).sum() > REPEAT_BODY * area:
+            return 0, 0
+        zone = cv2.dilate(self.part.lead_zone_at(good).astype(np.uint8), _disk(max(self.part.periods) / 2)) > 0
+
+        def on_zone(t: int, x: int) -> float:
+            if t < 0 or x < 0 or t + ph > h or x + pw > w:
+                return -1.0
+            return float((zone[t:t + ph, x:x + pw] & region).sum()) / area
+
+        here = on_zone(top, left)
+        options = [(0, 0)] + [(dy, dx) for dy, dx in steps if on_zone(top + dy, left + dx) >= REPEAT_KEEP * here]
+        return options[rng.integers(len(options))]
 
     def _place(self, placement: str, source: tuple[str, np.ndarray], good: tuple[str, np.ndarray],
                at: tuple[int, int], size: tuple[int, int], rng: np.random.Generator,
@@ -400,6 +439,16 @@ class CutPaste(Generator):
         else:
             top, left = rng.uniform(0, max(1, h - ph)), rng.uniform(0, max(1, w - pw))
         return int(np.clip(round(top), 0, max(0, h - ph))), int(np.clip(round(left), 0, max(0, w - pw)))
+
+
+@register_generator("cutpaste-repeat")
+class CutPasteRepeat(CutPaste):
+    """cutpaste whose registered pastes may also land one background period over, on a neighbouring repeat of
+    the part's thin structures (a bent outer lead pasted onto the middle lead): more places for the few
+    real defects, with board and holes still lined up (README, registered pastes)."""
+
+    def __init__(self, repeat: bool = True, **kwargs):
+        super().__init__(repeat=repeat, **kwargs)
 
 
 @register_generator("cutpaste-alpha")

@@ -8,7 +8,8 @@ In one image the part is found by matching the median's body, then segmenting ne
 runs at WORK_SIDE px, whatever the image size; masks are scaled back up.
 
 Backgrounds such as a perforated board repeat; their period is measured once, and the background
-behind a part is rebuilt from the image itself, whole periods away.
+behind a part is rebuilt from the image itself, whole periods away. Where the part's thin structures
+repeat with the same period (a transistor's leads go into neighbouring holes), `repeat_steps` says so.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ WORK_SIDE = 256  # segmentation resolution: masks are dilated anyway, and it kee
 SEARCH = 0.08  # how far (share of the image side) a part may sit from its median place
 MIRROR_QUANTILE = 90  # the mirror test compares this percentile of the distances over the part's place
 MIRROR_SEARCH = 0.03  # how far (share of the width) the mirror axis may move off the body's centre
+REPEAT_ELONGATION = 1.5  # thin structures this many times longer one way than the other repeat the other way
 
 
 def _lab(image: np.ndarray) -> np.ndarray:
@@ -85,8 +87,8 @@ def background_period(image: np.ndarray, hide: np.ndarray, axis: int, around: in
     best, best_score = 0, 0.5  # below this correlation the background is not periodic enough to copy
     for lag in lags:
         both = ok[:, :-lag] & ok[:, lag:]
-        if both.sum() < 0.05 * g.size:
-            break
+        if both.sum() < 0.01 * g.size:  # a large part leaves little background beside itself at some lags
+            continue
         a, b = g[:, :-lag][both], g[:, lag:][both]
         score = float((a * b).mean() / (np.sqrt((a * a).mean() * (b * b).mean()) + 1e-6))
         if score > best_score:
@@ -265,6 +267,40 @@ class PartModel:
         if grow > 0:
             mask = cv2.dilate(mask.astype(np.uint8), _disk(grow)) > 0
         return mask
+
+    @cached_property
+    def repeat_steps(self) -> list[tuple[int, int]]:
+        """(dy, dx) in full-size px: one background period either way across the part's thin structures
+        (a transistor's leads point down and sit one board pitch apart side by side), so that what happens
+        to one lead can happen to its neighbour. Across: the thin structures' zone is at least
+        REPEAT_ELONGATION times as long one way as the other, and the background repeats the other way.
+        Empty for a part without thin structures, a plain background or no part."""
+        if not self.found or not self.lead_zone.any():
+            return []
+        count, labels = cv2.connectedComponents(self.lead_zone)
+        spread = np.zeros(2)  # summed squared distances from each structure's own centre, along y and x
+        for i in range(1, count):
+            coords = np.argwhere(labels == i)
+            spread += ((coords - coords.mean(axis=0)) ** 2).sum(axis=0)
+        if spread[0] >= REPEAT_ELONGATION * spread[1]:
+            across = 1  # long up and down: they repeat side by side
+        elif spread[1] >= REPEAT_ELONGATION * spread[0]:
+            across = 0
+        else:
+            return []
+        period = self.periods[across]
+        if not period:
+            return []
+        return [(0, period), (0, -period)] if across == 1 else [(period, 0), (-period, 0)]
+
+    def body(self, image: np.ndarray) -> np.ndarray:
+        """Where the part's body is in `image` (bool, image size): its large blob, without the thin structures."""
+        return self._big(self._body(self._small(image)), image.shape)
+
+    def lead_zone_at(self, image: np.ndarray) -> np.ndarray:
+        """Where the part's thin structures usually are (bool, image size), moved by its offset in `image`."""
+        dy, dx = self._offset_small(self._small(image))
+        return self._big(shift(self.lead_zone, dy, dx), image.shape)
 
     def usual_place(self, image: np.ndarray) -> np.ndarray:
         """Where the part usually is (bool, image size), moved by its offset in `image`."""
