@@ -169,3 +169,27 @@ def test_summary_table_and_pooled_report():
     confusion = summed_confusion([r for r in runs if r["arm"] == "balanced"])
     assert confusion.sum() == 3 * len(Y_TRUE)
     assert "cut_lead" in pooled_imbalanced_report(confusion, CLASSES)
+
+
+def test_missed_section_lists_the_images_most_often_decided_wrong():
+    """An image wrong in 2 of its 3 runs is listed with what it was taken for; one right in 2 of 3 is not;
+    a good part called a defect in every run is listed first; runs without predictions give no section."""
+    from defectsynth.report.markdown import missed_section
+
+    def run(split: int, decided: dict[str, str]) -> dict:
+        truth = {"test/bent_lead/002.png": "bent_lead", "test/cut_lead/001.png": "cut_lead",
+                 "test/good/044.png": "good"}
+        return {"arm": "balanced", "split": split, "seed": 0,
+                "predictions": [{"image": i, "label": truth[i], "predicted": d} for i, d in decided.items()]}
+
+    runs = [run(0, {"test/bent_lead/002.png": "cut_lead", "test/cut_lead/001.png": "cut_lead",
+                    "test/good/044.png": "cut_lead"}),
+            run(1, {"test/bent_lead/002.png": "cut_lead", "test/cut_lead/001.png": "good",
+                    "test/good/044.png": "misplaced"}),
+            run(2, {"test/bent_lead/002.png": "bent_lead", "test/cut_lead/001.png": "cut_lead",
+                    "test/good/044.png": "cut_lead"})]
+    text = missed_section(runs)
+    rows = [line for line in text.splitlines() if line.startswith("| balanced |")]
+    assert rows == ["| balanced | test/good/044.png | good | 0 / 3 | cut_lead (2), misplaced (1) |",
+                    "| balanced | test/bent_lead/002.png | bent_lead | 1 / 3 | cut_lead (2) |"]
+    assert missed_section([{k: v for k, v in r.items() if k != "predictions"} for r in runs]) == ""

@@ -141,6 +141,12 @@ def test_train_eval_end_to_end_and_missing_arm(workspace):
         synthetic = [r for r in rows if r.source == "synthetic"]
         assert synthetic and all(set(r.parent_paths) <= train_paths for r in synthetic)
     assert json.dumps(metrics)  # every run's raw numbers are there
+    # and every held-out image's decision, named by its place in the category folder
+    for run in metrics["runs"]:
+        assert len(run["predictions"]) == run["test_size"]
+        assert all(p["image"].startswith("test/") and p["image"].split("/")[1] == p["label"]
+                   for p in run["predictions"])
+    assert "## Held-out images decided wrong" in report.read_text()
 
     # an ablation of the augmentation writes its own report beside the default run's, not over it
     result, out = cli("train-eval", *where, "--preset", "fast", "--arms", "original", "--augment", "fixed")

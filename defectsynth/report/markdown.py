@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -94,6 +95,40 @@ def per_class_section(runs: Sequence[dict], classes: Sequence[str]) -> str:
     for arm, arm_runs in by_arm(runs).items():
         cells = [mean_std(summarize([r["metrics"]["per_class"][c]["recall"] for r in arm_runs])) for c in classes]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+MISSED_ROWS = 15  # per arm: the images decided wrong most often, then a count of the rest
+
+
+def missed_section(runs: Sequence[dict]) -> str:
+    """Per arm, the held-out images decided wrong in at least half of the runs that held them out (a defect
+    called something else, a good part called a defect), worst first: which real defects the fill-up
+    does not teach, and what they are taken for. Empty for runs recorded without their predictions."""
+    if not runs or not all("predictions" in r for r in runs):
+        return ""
+    lines = ["## Held-out images decided wrong in at least half of their runs", "",
+             "Each image is held out by the splits that did not train on it; `right` counts the runs that "
+             "decided it right.", "", "| arm | image | label | right / runs | decided instead (runs) |",
+             "|---|---|---|---|---|"]
+    for arm, arm_runs in by_arm(runs).items():
+        seen: dict[str, tuple[str, list[str]]] = {}
+        for r in arm_runs:
+            for p in r["predictions"]:
+                seen.setdefault(p["image"], (p["label"], []))[1].append(p["predicted"])
+        # (right, runs, image, label, decisions), the smallest share of right decisions first
+        missed = sorted(((sum(d == label for d in decided), len(decided), image, label, decided)
+                         for image, (label, decided) in seen.items()
+                         if sum(d == label for d in decided) <= len(decided) / 2),
+                        key=lambda m: (m[0] / m[1], m[2]))
+        for right, total, image, label, decided in missed[:MISSED_ROWS]:
+            wrong = Counter(d for d in decided if d != label).most_common()
+            lines.append(f"| {arm} | {image} | {label} | {right} / {total} | "
+                         + ", ".join(f"{name} ({count})" for name, count in wrong) + " |")
+        if len(missed) > MISSED_ROWS:
+            lines.append(f"| {arm} | and {len(missed) - MISSED_ROWS} more (metrics.json, `predictions`) | | | |")
+        if not missed:
+            lines.append(f"| {arm} | none | | | |")
     return "\n".join(lines) + "\n"
 
 
@@ -227,7 +262,7 @@ def render(runs: Sequence[dict], settings: dict, figures: dict[str, Path], out_d
         parts += [tasks_section(settings), rules_section(runs), pixel_section(runs, classes),
                   per_class_section(runs, classes)]
         parts += [published_section(runs, settings)] if shows_published(settings) else []
-        parts += [imbalanced_section(runs, classes)]
+        parts += [missed_section(runs), imbalanced_section(runs, classes)]
     parts += [figures_section(figures, out_dir), runs_section(runs)]
     return "\n".join(parts), paired
 

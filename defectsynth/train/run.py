@@ -69,6 +69,14 @@ def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def _image_name(path: str, data: Path) -> str:
+    """A held-out image as the report names it: its path inside the category folder."""
+    try:
+        return Path(path).relative_to(data).as_posix()
+    except ValueError:
+        return str(path)
+
+
 MAP_EXAMPLES_PER_CLASS = 3
 
 
@@ -218,7 +226,10 @@ def train_eval(ws: Workspace, arms: list[str] | None = None, splits: int = 1, se
                              "calibration_size": len(spend.calibration), "kfold_epoch": stop,
                              "best_epoch": result.best_epoch, "val_balanced_accuracy": result.val_score,
                              "test_size": len(preds.rows), "checkpoint": str(result.checkpoint),
-                             "split_json": str(sets.ws.split_json)})
+                             "split_json": str(sets.ws.split_json),
+                             "predictions": [{"image": _image_name(row.path, ws.data), "label": row.label,
+                                              "predicted": label} for row, label in zip(preds.rows, preds.y_pred,
+                                                                                        strict=True)]})
                 pixel = metrics.get("pixel_auroc")
                 say(f"{arm:<12} split {k} seed {seed}: balanced accuracy {metrics['balanced_accuracy']:.3f}, "
                     f"false alarms {metrics['false_alarm_rate']:.3f}, image AUROC "
