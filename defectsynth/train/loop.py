@@ -3,7 +3,7 @@
     result = train_classifier(train_rows, val_rows, classes, cache, TrainConfig(...), rebalance_config, out_dir)
 
 Runs on whatever accelerate picks (CPU, one GPU, or several under `accelerate launch`), with bf16/fp16
-autocast and channels_last on CUDA. The image loss and sampler come from the training set's rebalancing
+autocast on CUDA and channels_last training on CUDA and CPU (`channels_last`; bench/train.py measures it). The image loss and sampler come from the training set's rebalancing
 settings. A defect-map model (models.has_map) also learns a class per map cell from the masks: the
 same affine moves image and mask, and a per-cell cross-entropy (background weighted down) is added.
 With a `reference` (train/reference.py) every image the model sees carries more channels, how it
@@ -75,6 +75,7 @@ class TrainConfig:
     background_weight: float = 0.25  # class weight of background cells in the map loss: most cells are
     rule: str = DEFAULT_RULE  # decision rule of a map model for epoch selection and prediction
     stop_epoch: int | None = None  # stop after this epoch, on the schedule of `epochs` (k-fold refit)
+    channels_last: bool = True  # train in channels_last memory format on CPU and CUDA: same model, faster steps
 
 
 @dataclass
@@ -168,6 +169,7 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
     accelerator = make_accelerator(config.device)
     device = accelerator.device
     cuda = device.type == "cuda"
+    fast_layout = config.channels_last and device.type in ("cpu", "cuda")
     seed_everything(config.seed)
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(not cuda, warn_only=True)  # cuDNN determinism costs too much speed
@@ -192,7 +194,7 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
 
     # model, loss, optimizer, schedule
     model, weights_note = create_classifier(config.model, len(classes), channels, config.weights, compare)
-    if cuda:
+    if fast_layout:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = make_loss(rebalance.loss, counts)
     good = classes.index(GOOD)
@@ -228,7 +230,7 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
                 else:
                     x = augment(x, aug_gen, jitter_channels=channels)
                 x = normalize(x, compare)
-                if cuda:
+                if fast_layout:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with accelerator.autocast():
                     logits, maps = model_outputs(model(x))
@@ -252,7 +254,8 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
                       "train_s": time.perf_counter() - epoch_start, "data_wait_s": data_s}
             if val_set is not None:
                 logits, maps = predict_outputs(accelerator.unwrap_model(model), val_set.images, device,
-                                               channels_last=cuda, reference_channels=compare, flips=views)
+                                               channels_last=fast_layout, reference_channels=compare,
+                                               flips=views)
                 record["val_loss"] = nn.functional.cross_entropy(logits, val_set.labels).item()
                 scores = class_scores(logits, maps, config.rule if dense else "image", good)
                 record["val_balanced_accuracy"] = _balanced_accuracy(val_set.labels,
@@ -270,6 +273,8 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
     # detection thresholds of every decision rule, on held-back good training images
     final = accelerator.unwrap_model(model)
     final.load_state_dict(best["state"])
+    if not cuda:  # thresholds from the very numbers evaluation and predict get from the saved, contiguous model
+        final = final.to(memory_format=torch.contiguous_format)
     thresholds = {}
     if calibration_rows:
         held = ImageSet(calibration_rows, classes, cache, config.size, channels, reference=reference)

@@ -60,7 +60,10 @@ the recipe took 803 s (classifiers 40-76 s each) and the balanced arm reached 0.
 On the slower machine of 2026-12-02 the same recipe took 1878 s, over the 30 minutes (classifiers
 123-141 s each; balanced 0.661 +- 0.058), and 1104 s on the same machine later that day (classifiers
 71-84 s each; the same figures to the last digit): its speed, not the preset's cost, moved. The preset
-was not re-chosen for the slow hour.
+was not re-chosen for the slow hour. Training in channels_last memory format on the CPU as well
+(TrainConfig.channels_last, 2026-12-02; bench/train.py: 2.23x the training throughput in one run) took
+the recipe to 715 s (classifiers 41-47 s each; balanced 0.697 +- 0.034, figures moved as another seed's
+do): the 30 minutes now hold with room for a machine 2.5x slower.
 
 Then measured on the same workspace (balanced arm, random splits 0-2, seed 0, reference channels on;
 `defectsynth train-eval --arms balanced --splits 3 --size 160` and `--epochs 14`, one job at a time):
