@@ -183,3 +183,31 @@ def test_signed_channel_tells_added_from_removed_material(workspace):
     assert reference.compare(brighter)[1][5:11, 5:11].mean() > 150
     assert reference.compare(darker)[1][y - 2:y + 3, x - 2:x + 3].mean() < 100
     assert abs(float(np.median(lead)) - 128) < 4
+
+
+def _board_with_lead(x: int | None, size: int = 128) -> np.ndarray:
+    """Plain copper board, a dark hole row at the bottom, a black body the good parts register on, and a grey
+    vertical lead 4 px wide centred near x below it."""
+    image = np.zeros((size, size, 3), np.uint8)
+    image[:] = (196, 124, 92)
+    for cx in range(12, size, 26):
+        cv2.circle(image, (cx, 110), 6, (30, 22, 22), -1)
+    image[4:20, 36:92] = (20, 20, 24)
+    if x is not None:
+        image[20:100, x - 2:x + 2] = (170, 170, 175)
+    return image
+
+
+def test_a_missing_lead_shows_though_good_leads_vary_in_place(tmp_path):
+    """Good parts whose lead lies a pixel or two apart: the part without its lead must still differ from
+    them where the lead belongs (a per-pixel minimum over the good parts finds board at each pixel in one
+    of them and sees nothing), while a good part with its lead differs little."""
+    paths = []
+    for i, x in enumerate([61, 62, 63] * 6):
+        paths.append(tmp_path / f"good{i}.png")
+        cv2.imwrite(str(paths[-1]), cv2.cvtColor(_board_with_lead(x), cv2.COLOR_RGB2BGR))
+    reference = Reference([str(p) for p in paths], 128)
+    missing = reference.compare(_board_with_lead(None))[0]
+    good = reference.compare(_board_with_lead(62))[0]
+    assert missing[30:90, 60:64].mean() > 8, missing[30:90, 56:68].mean(axis=0)
+    assert good[30:90, 56:68].mean() < 2, good[30:90, 56:68].mean(axis=0)
