@@ -3,9 +3,10 @@
     result = train_classifier(train_rows, val_rows, classes, cache, TrainConfig(...), rebalance_config, out_dir)
 
 Runs on whatever accelerate picks (CPU, one GPU, or several under `accelerate launch`), with bf16/fp16
-autocast on CUDA and channels_last training on CUDA and CPU (`channels_last`; bench/train.py measures it). The image loss and sampler come from the training set's rebalancing
-settings. A defect-map model (models.has_map) also learns a class per map cell from the masks: the
-same affine moves image and mask, and a per-cell cross-entropy (background weighted down) is added.
+autocast on CUDA and channels_last training on CUDA and CPU (`channels_last`; bench/train.py measures
+it). The image loss and sampler come from the training set's rebalancing settings. A defect-map model
+(models.has_map) also learns a class per map cell from the masks: the same affine moves image and
+mask, and a per-cell cross-entropy (background weighted down) is added.
 With a `reference` (train/reference.py) every image the model sees carries more channels, how it
 differs from the closest good training images; the affine moves it with the image, the lighting
 jitter leaves it alone, and the checkpoint records the good images so that predict can rebuild it.

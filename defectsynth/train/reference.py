@@ -6,12 +6,13 @@ for a part that sits at the same place in every image, each image gets one more 
 distance (LAB) to the closest of a few good training images after registering it to them (phase
 correlation), each shifted a pixel either way, so that ordinary part-to-part variation reads as good;
 averaged over a small neighbourhood (WINDOW) per good image, and the good image that matches that
-neighbourhood best gives the pixel its distance and lightness difference. A pixel-by-pixel minimum
-over the good images (the first version) found board in one of them wherever their leads lie a pixel
-or two apart, so a missing lead hardly showed (README, "the reference channels"). The same channel is computed for every image the model sees:
-training, calibration, held-out and `predict` inputs alike, against the same good training images;
-an image is never compared with itself or with the good images it was made from, so a training image
-looks to the channel as a new one would.
+neighbourhood best gives the pixel its distance and lightness difference (a part that lies at any
+angle, turned onto each good image first, is compared pixel by pixel). A pixel-by-pixel minimum over
+the good images (the first version) found board in one of them wherever their leads lie a pixel or two
+apart, so a missing lead hardly showed (README, "Compared per neighbourhood"). The same channel is
+computed for every image the model sees: training, calibration, held-out and `predict` inputs alike,
+against the same good training images; an image is never compared with itself or with the good images
+it was made from, so a training image looks to the channel as a new one would.
 
     reference = Reference(good_paths, size=128, cache=cache)
     channel = reference.difference(path, exclude={path})  # size x size uint8
