@@ -80,5 +80,6 @@ def main() -> None:
     print(f"inference: {infer_rate:8.1f} samples/s")
     print(f"data wait: {100 * wait_share:8.2f} % of training step time (target <= 5%), channels_last")
 
+
 if __name__ == "__main__":
     main()

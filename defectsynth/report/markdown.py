@@ -116,13 +116,12 @@ def missed_section(runs: Sequence[dict]) -> str:
         for r in arm_runs:
             for p in r["predictions"]:
                 seen.setdefault(p["image"], (p["label"], []))[1].append(p["predicted"])
-        # (right, runs, image, label, decisions), the smallest share of right decisions first
-        missed = sorted(((sum(d == label for d in decided), len(decided), image, label, decided)
-                         for image, (label, decided) in seen.items()
-                         if sum(d == label for d in decided) <= len(decided) / 2),
-                        key=lambda m: (m[0] / m[1], m[2]))
-        for right, total, image, label, decided in missed[:MISSED_ROWS]:
-            wrong = Counter(d for d in decided if d != label).most_common()
+        tallies = [(image, label, Counter(decided)) for image, (label, decided) in seen.items()]
+        # the smallest share of right decisions first
+        missed = sorted(((c[label], c.total(), image, label, c) for image, label, c in tallies
+                         if c[label] <= c.total() / 2), key=lambda m: (m[0] / m[1], m[2]))
+        for right, total, image, label, tally in missed[:MISSED_ROWS]:
+            wrong = [(name, count) for name, count in tally.most_common() if name != label]
             lines.append(f"| {arm} | {image} | {label} | {right} / {total} | "
                          + ", ".join(f"{name} ({count})" for name, count in wrong) + " |")
         if len(missed) > MISSED_ROWS:
