@@ -3,11 +3,13 @@ on the good images their thresholds were set on, and by the argmax, side by side
 
 No training: each checkpoint of the report predicts its split's held-out real images and the images
 named in its config.json "calibration" (the held-back good training images its thresholds were set
-on), by its own rule and views, as train-eval does. The row of train-eval's target (train/decide.py
-FALSE_ALARM_TARGET, recorded in the checkpoint) reproduces the report on a CPU run.
+on), by its own rule (or `--rule`) and views, as train-eval does. The row of the checkpoint's own
+decision (config.json "decision": the argmax, or train-eval's target, train/decide.py FALSE_ALARM_TARGET,
+recorded in the checkpoint) reproduces the report on a CPU run.
 
     .venv/bin/python bench/thresholds.py <work>/reports/<run>                    # every arm
     .venv/bin/python bench/thresholds.py <work>/reports/<run> --arm balanced --targets 0.03 0.04 0.05
+    .venv/bin/python bench/thresholds.py <work>/reports/<run> --arm balanced --rule map   # per-class recall of a rule
 """
 
 from __future__ import annotations
@@ -26,14 +28,14 @@ from defectsynth.data.layout import GOOD
 from defectsynth.data.split import load_split
 from defectsynth.errors import DefectsynthError
 from defectsynth.report.read import read_report
-from defectsynth.train.decide import calibrate, decide, detection_score
+from defectsynth.train.decide import RULES, calibrate, class_scores, decide, detection_score
 from defectsynth.train.evaluate import predict_rows
 from defectsynth.train.metrics import compute_metrics
 
 TARGETS = (0.02, 0.03, 0.04, 0.05, 0.06, 0.08)
 
 
-def decisions(run: dict, cache: ImageCache, targets: list[float]) -> dict[str, dict]:
+def decisions(run: dict, cache: ImageCache, targets: list[float], rule: str | None = None) -> dict[str, dict]:
     """{"argmax" | target: metrics} of one trained model on its held-out images."""
     checkpoint = Path(run["checkpoint"])
     config = json.loads((checkpoint / "config.json").read_text())
@@ -45,7 +47,10 @@ def decisions(run: dict, cache: ImageCache, targets: list[float]) -> dict[str, d
     test = split.real_rows("test")
     # one pass over both: the held-out images first, then the held-back goods
     preds = predict_rows(checkpoint, test + [train[p] for p in config["calibration"]], cache, "cpu")
-    scores, good = np.asarray(preds.scores), preds.classes.index(GOOD)
+    good = preds.classes.index(GOOD)
+    if rule is not None and preds.maps is None and rule != "image":
+        raise SystemExit(f"--rule {rule}: {checkpoint} is a plain classifier without a defect map; use --rule image")
+    scores = np.asarray(preds.scores) if rule is None else class_scores(preds.logits, preds.maps, rule, good)
     goods = detection_score(scores[len(test):], good)
     out = {}
     for name, threshold in [("argmax", None)] + [(f"{100 * t:g}%", calibrate(goods, t)) for t in targets]:
@@ -60,6 +65,8 @@ def main() -> None:
     parser.add_argument("--arm", default=None, help="only this arm (default: every arm)")
     parser.add_argument("--targets", type=float, nargs="+", default=list(TARGETS),
                         help="false-alarm targets on the calibration images (shares, e.g. 0.04)")
+    parser.add_argument("--rule", choices=RULES, default=None,
+                        help="decide by this rule (train/decide.py) instead of each model's own")
     args = parser.parse_args()
     if not all(0 < t < 1 for t in args.targets):
         parser.error(f"--targets {' '.join(map(str, args.targets))}: each must be a share between 0 and 1")
@@ -68,12 +75,13 @@ def main() -> None:
     except DefectsynthError as e:
         parser.error(str(e))
     cache = ImageCache(Path(settings["work"]) / "cache")
-    scored = [(r, decisions(r, cache, args.targets)) for r in track(runs, description="scoring checkpoints")]
+    scored = [(r, decisions(r, cache, args.targets, args.rule)) for r in track(runs, description="scoring checkpoints")]
     console = Console(width=max(Console().width, 150))  # a column per class
     for arm in dict.fromkeys(r["arm"] for r in runs):
         models = [s for r, s in scored if r["arm"] == arm]
         classes = list(models[0]["argmax"]["per_class"])
-        table = Table(title=f"{arm}: {len(models)} models, mean over them (sd of balanced accuracy)")
+        table = Table(title=f"{arm}, rule {args.rule or 'of each model'}: {len(models)} models, mean over them "
+                            "(sd of balanced accuracy)")
         for column in ["decision", "bal. acc.", "false alarms", "max false alarms", *classes]:
             table.add_column(column)
         for name in models[0]:

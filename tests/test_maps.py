@@ -21,7 +21,7 @@ from defectsynth.errors import DefectsynthError
 from defectsynth.io import write_png
 from defectsynth.train import folds, loop, models
 from defectsynth.train.data import NO_MASK, Augment, ImageSet, cell_targets
-from defectsynth.train.decide import FALSE_ALARM_TARGET, calibrate, class_scores, decide
+from defectsynth.train.decide import DECISION, FALSE_ALARM_TARGET, calibrate, class_scores, decide
 from defectsynth.train.evaluate import heldout_metrics, predict_images, predict_rows
 from defectsynth.train.loop import TrainConfig, flip_views, load_classifier, predict_outputs, train_classifier
 from defectsynth.train.metrics import detection_metrics, pixel_metrics
@@ -95,6 +95,28 @@ def test_map_loss_falls_and_checkpoint_round_trip(trained):
         assert 0 <= metrics[key] <= 1
     assert set(rules) == {f"{r}/{d}" for r in ("image", "map", "combined") for d in ("argmax", "calibrated")}
     assert set(metrics["pixel_per_class"]) == set(split.defect_classes)
+    assert config["decision"] == DECISION[config["rule"]]
+
+
+def test_predict_decides_as_the_checkpoint_records(trained):
+    """The decision a checkpoint was evaluated with is the one predict applies, whatever today's default:
+    the argmax ignores the threshold; a checkpoint saved before decisions were recorded is calibrated."""
+    _ws, split, _rows, cache, result = trained
+    model, config = load_classifier(result.checkpoint)
+    images = ImageSet(split.real_rows("test"), split.classes, cache, config["size"], config["in_channels"]).images
+    good = split.classes.index(GOOD)
+    for rule in ("image", "map"):
+        decided = {}
+        for t in (-1.0, 2.0):  # every image exceeds the first threshold (none is good), none the second
+            made = {**config, "rule": rule, "thresholds": {r: t for r in config["thresholds"]}}
+            older = {k: v for k, v in made.items() if k != "decision"}
+            for decision, saved in (("argmax", {**made, "decision": "argmax"}),
+                                    ("calibrated", {**made, "decision": "calibrated"}), ("older", older)):
+                _logits, _maps, scores, labels = predict_images(model, saved, images, "cpu")
+                decided[decision, t] = labels.tolist()
+            assert decided["calibrated", t] == decided["older", t] == decide(scores, good, t).tolist()
+        assert decided["argmax", -1.0] == decided["argmax", 2.0] == decide(scores, good).tolist()
+        assert decided["calibrated", -1.0] != decided["calibrated", 2.0], rule  # else the test shows nothing
 
 
 def test_a_mirror_trained_model_sees_a_part_and_its_mirror_alike(trained, tmp_path, monkeypatch):

@@ -211,3 +211,24 @@ def test_a_missing_lead_shows_though_good_leads_vary_in_place(tmp_path):
     good = reference.compare(_board_with_lead(62))[0]
     assert missing[30:90, 60:64].mean() > 8, missing[30:90, 56:68].mean(axis=0)
     assert good[30:90, 56:68].mean() < 2, good[30:90, 56:68].mean(axis=0)
+
+
+def test_a_part_lit_like_few_good_images_is_compared_with_those(tmp_path, monkeypatch):
+    """Of 100 good parts 2 were lit more warmly, and they sort where a spread of CANDIDATES over the sorted
+    good images does not reach: a part lit like them must be compared with them (the coarse look ranks the
+    whole pool) and differ little, where the spread alone would show every board pixel as changed."""
+    import defectsynth.train.reference as reference_module
+
+    paths = []
+    for i in range(100):
+        image = _board_with_lead(62)
+        if i in (1, 2):  # linspace(0, 99, 32) picks 0, 3, 6, 10, ...
+            image[:] = np.clip(image.astype(int) + (30, 18, 6), 0, 255).astype(np.uint8)
+        paths.append(tmp_path / f"good{i:03d}.png")
+        cv2.imwrite(str(paths[-1]), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    warm = cv2.imread(str(paths[1]))[:, :, ::-1].copy()
+    pooled = Reference([str(p) for p in paths], 128).compare(warm, [str(paths[1].resolve())])
+    monkeypatch.setattr(reference_module, "POOL", reference_module.CANDIDATES)  # the spread alone
+    spread = Reference([str(p) for p in paths], 128).compare(warm, [str(paths[1].resolve())])
+    assert np.median(pooled[0]) < 2, np.median(pooled[0])
+    assert np.median(spread[0]) > 8, np.median(spread[0])

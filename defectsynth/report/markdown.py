@@ -164,13 +164,17 @@ def published_section(runs: Sequence[dict], settings: dict) -> str:
 
 
 def tasks_section(settings: dict) -> str:
+    rule = settings.get("rule", "image, calibrated")
+    point = ("is the argmax: a defect when a defect class scores above good (no threshold; the rules table "
+             "below also gives the threshold set on held-back good training images)") if rule.endswith("argmax") \
+        else ("uses a threshold set on held-back good *training* images (a "
+              f"{FALSE_ALARM_TARGET:.0%} false-alarm target there), never on test images")
     return "\n".join([
         "## How the three tasks are measured", "",
-        f"- **Classification**: the model's own decision (rule `{settings.get('rule', 'image')}`; train/decide.py): "
+        f"- **Classification**: the model's own decision (rule `{rule}`; train/decide.py): "
         "balanced accuracy, macro-F1, defect-type accuracy, detection recall and false alarms on good.",
         "- **Detection**: image AUROC of the defect score (1 - the good score of the rule), good vs defect. The "
-        "operating point (detection recall, false alarms) uses a threshold set on held-back good *training* "
-        f"images (a {FALSE_ALARM_TARGET:.0%} false-alarm target there), never on test images.",
+        f"operating point (detection recall, false alarms) {point}.",
         "- **Localization** (defect-map models): pixel AUROC, pixel AP and F1-max over every pixel of every "
         "held-out image (good images all background), at the training image size: the stride-4 map upsampled "
         "bilinearly to it, the real masks downsampled to it by area (defect where the mask covers half a pixel).",

@@ -26,7 +26,6 @@ from defectsynth.data.split import Split
 from defectsynth.device import pick_device
 from defectsynth.train.data import ImageSet
 from defectsynth.train.decide import (
-    CALIBRATED,
     class_scores,
     decide,
     defect_probability,
@@ -60,7 +59,8 @@ def predict_images(model: torch.nn.Module, config: dict, images: torch.Tensor, d
                                    flips=saved_views(config))
     good = config["classes"].index(GOOD)
     rule = config.get("rule", "image")
-    threshold = config.get("thresholds", {}).get(rule) if CALIBRATED else None
+    # checkpoints saved before the decision was recorded were all calibrated
+    threshold = config.get("thresholds", {}).get(rule) if config.get("decision", "calibrated") == "calibrated" else None
     scores = class_scores(logits, maps, rule, good)
     return logits, maps, scores, decide(scores, good, threshold)
 

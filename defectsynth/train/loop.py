@@ -44,6 +44,7 @@ from defectsynth.errors import DefectsynthError
 from defectsynth.io import write_bytes, write_text
 from defectsynth.train.data import Augment, ImageSet, cell_targets, image_channels, normalize, to_unit
 from defectsynth.train.decide import (
+    DECISION,
     DEFAULT_RULE,
     FALSE_ALARM_TARGET,
     calibrate,
@@ -287,7 +288,8 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
     config_doc = {"model": config.model, "num_classes": len(classes), "in_channels": channels,
                   "classes": classes, "size": config.size, "weights_note": weights_note,
                   "best_epoch": best["epoch"], "train": asdict(config), "rebalance": rebalance.model_dump(),
-                  "rule": config.rule if dense else "image", "thresholds": thresholds,
+                  "rule": config.rule if dense else "image",
+                  "decision": DECISION[config.rule if dense else "image"], "thresholds": thresholds,
                   "calibration_size": len(calibration_rows or []), "false_alarm_target": FALSE_ALARM_TARGET,
                   "calibration": [r.path for r in calibration_rows or []],
                   "views": [list(dims) for dims in views], "history": history,

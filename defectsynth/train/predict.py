@@ -7,7 +7,8 @@ MODEL_DIR is a checkpoint folder (model.safetensors + config.json) or an arm fol
 folders (their images, not recursive; *_mask.png left out) or glob patterns. Writes
 <out>/predictions.csv (path, label, one score column per class, defect_area) and, for defect-map
 models, <out>/overlays/<name>.png: the image with the defect probability in red. The decision is the
-one train-eval measured: the checkpoint's rule and its threshold set on held-back good images.
+one train-eval measured: the checkpoint's rule and decision (the argmax, or its threshold set on
+held-back good images).
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ ran at load 6-7, 66 s in a quiet moment, 162-165 s at load ~4.
 
 Adopted: `--val none` (every real shot trains; fixed 10-epoch schedule, last epoch; 15% of train/good
 held back to set the threshold) and the `image` rule with the calibrated threshold (train/decide.py):
-the best mean balanced accuracy with few false alarms. The calibrated threshold is the lever on false
+the best mean balanced accuracy with few false alarms. (Since 2026-12-02 the default rule is `combined`,
+decided by the argmax: train/decide.py.) The calibrated threshold is the lever on false
 alarms (plain model, mean of the 2 splits: 0.483 -> 0.017 from the same models); the map is the lever
 on localization; image AUROC moved 0.654 (plain, fold) -> 0.749 (map, none), confounded with --val;
 on classification neither lever moved beyond the split-to-split spread of 2 splits. `--val kfold`
@@ -63,7 +64,10 @@ On the slower machine of 2026-12-02 the same recipe took 1878 s, over the 30 min
 was not re-chosen for the slow hour. Training in channels_last memory format on the CPU as well
 (TrainConfig.channels_last, 2026-12-02; bench/train.py: 2.23x the training throughput in one run) took
 the recipe to 715 s (classifiers 41-47 s each; balanced 0.697 +- 0.034, figures moved as another seed's
-do): the 30 minutes now hold with room for a machine 2.5x slower.
+do): the 30 minutes now hold with room for a machine 2.5x slower. On a slower machine later that day
+the recipe took 1614 s at b7c629a and 1647 s with the reference's good images chosen by a coarse look
+and the argmax of both heads as the decision (classifiers 100-115 s each; balanced 0.769 +- 0.077,
+false alarms 0.070; README, "The mean of both heads, decided by the argmax").
 
 Then measured on the same workspace (balanced arm, random splits 0-2, seed 0, reference channels on;
 `defectsynth train-eval --arms balanced --splits 3 --size 160` and `--epochs 14`, one job at a time):

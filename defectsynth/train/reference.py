@@ -3,8 +3,9 @@
 An inspector compares a part with good ones; a small from-scratch network given only the picture has
 to learn what "good" looks like from a few hundred images and misses a 3 px lead that is gone. So
 for a part that sits at the same place in every image, each image gets one more channel: its
-distance (LAB) to the closest of a few good training images after registering it to them (phase
-correlation), each shifted a pixel either way, so that ordinary part-to-part variation reads as good;
+distance (LAB) to the closest of a few good training images (those that look closest to it at a coarse
+size, out of every good training image) after registering it to them (phase correlation), each
+shifted a pixel either way, so that ordinary part-to-part variation reads as good;
 averaged over a small neighbourhood (WINDOW) per good image, and the good image that matches that
 neighbourhood best gives the pixel its distance and lightness difference (a part that lies at any
 angle, turned onto each good image first, is compared pixel by pixel). A pixel-by-pixel minimum over
@@ -36,7 +37,9 @@ from defectsynth.synth.part import _dist, _lab, translate
 from defectsynth.synth.partpose import PartPoses, transfer_matrix
 from defectsynth.workers import auto_workers, worker_pool
 
-CANDIDATES = 32  # good images registered to each image; spread over the sorted training goods
+CANDIDATES = 32  # good images registered to each image at full size
+POOL = 256  # good training images a fixed part's CANDIDATES are chosen from, by a COARSE look (spread over them when more)
+COARSE = 32  # side (px) of that look: each pool image registered to the image and ranked by its median distance
 CLOSEST = 5  # of them, compared pixel by pixel; 3 scored better alone but trained worse (README)
 TOLERANCE_PX = 1  # each compared good image also shifted this far, so a 1 px misregistration is not change
 SCALE = 2.0  # LAB distance per uint8 step above 127 is halved: 0-127 keeps full resolution
@@ -44,12 +47,14 @@ CHANNELS = 2  # the distance, and the signed lightness difference to the good im
 MEAN, STD = (0.08, 0.5), (0.12, 0.06)  # of each channel in [0, 1] on good parts, for the network's input
 CHOICES = ("auto", "on", "off")
 WINDOW = 0.04  # side (share of the image side) of the neighbourhood a fixed part's good images are compared over
-COMPARISON = {"channels": CHANNELS, "closest": CLOSEST, "tolerance_px": TOLERANCE_PX}  # a saved model must match
+COMPARISON = {"channels": CHANNELS, "closest": CLOSEST, "tolerance_px": TOLERANCE_PX, "candidates": CANDIDATES,
+              "coarse": COARSE}  # a saved model must match
 
 
 def _settings(comparison: dict) -> str:
     window = comparison.get("window")
-    return (f"{comparison['channels']} channel(s), the closest {comparison['closest']} good images "
+    return (f"{comparison['channels']} channel(s), the closest {comparison['closest']} of "
+            f"{comparison['candidates']} good images (coarse look {comparison['coarse']} px) "
             f"±{comparison['tolerance_px']} px, " + (f"over {window:g} of the side" if window else "pixel by pixel"))
 
 
@@ -67,19 +72,24 @@ class Reference:
 
     def __init__(self, good_paths: list[str], size: int, cache: ImageCache | None = None, spread: bool = True,
                  follow_pose: bool = False):
-        """`spread`: pick CANDIDATES spread over the sorted `good_paths`; False: use them as given.
-        `follow_pose`: for a part that lies at any angle, each good image is first turned and moved onto
-        the part as it lies in the compared image (synth/partpose.py), then registered as for a fixed one."""
+        """`spread`: keep at most POOL (a fixed part) or CANDIDATES (a part that lies at any angle) of the
+        sorted `good_paths`, spread over them; False: use them as given. `follow_pose`: for a part that
+        lies at any angle, each good image is first turned and moved onto the part as it lies in the
+        compared image (synth/partpose.py), then registered as for a fixed one."""
         if not good_paths:
             raise DefectsynthError("--reference on needs good training images to compare with; the split has none")
         paths = sorted(str(Path(p).resolve()) for p in good_paths)  # resolved, so exclusion sees through spellings
-        idx = np.linspace(0, len(paths) - 1, min(CANDIDATES, len(paths))).round().astype(int) if spread \
+        # turning every good image onto each part would cost too much: a rotating part keeps CANDIDATES
+        keep = CANDIDATES if follow_pose else POOL
+        idx = np.linspace(0, len(paths) - 1, min(keep, len(paths))).round().astype(int) if spread \
             else np.arange(len(paths))
         self.paths = [paths[i] for i in sorted(set(idx.tolist()))]
         self.size, self.cache = size, cache
         goods = [self.read(p) for p in self.paths]
         self.labs = [_lab(g) for g in goods]
         self.window = cv2.createHanningWindow((size, size), cv2.CV_32F)
+        self.coarse = [cv2.resize(lab, (COARSE, COARSE), interpolation=cv2.INTER_AREA) for lab in self.labs]
+        self.coarse_window = cv2.createHanningWindow((COARSE, COARSE), cv2.CV_32F)
         self.follow_pose = follow_pose
         # a part turned onto each good image is compared pixel by pixel: the neighbourhood blurred its small
         # scratches more than it helped (rotated demo, channel alone: image AUROC 0.988 -> 0.964)
@@ -96,8 +106,10 @@ class Reference:
         saved = config.get("reference")
         if not saved:
             return None
+        # saved before the coarse look: at most CANDIDATES good images, all registered, as now
         made = {"channels": saved.get("channels", 1), "closest": saved.get("closest"),
-                "tolerance_px": saved.get("tolerance_px"), "window": saved.get("window", 0.0)}
+                "tolerance_px": saved.get("tolerance_px"), "window": saved.get("window", 0.0),
+                "candidates": saved.get("candidates", CANDIDATES), "coarse": saved.get("coarse", COARSE)}
         now = {**COMPARISON, "window": 0.0 if saved.get("follow_pose") else WINDOW}
         if made != now:
             raise DefectsynthError(f"this model's difference channels were made with {_settings(made)}; this "
@@ -164,9 +176,8 @@ class Reference:
         gray = lab[:, :, 0]
         pose = self.poses.measure(image) if self.poses is not None else None
         scored = []
-        for k, (path, ref) in enumerate(zip(self.paths, self.labs, strict=True)):
-            if path in skip:
-                continue
+        for k in self.candidates(lab, set(skip)):
+            ref = self.labs[k]
             if pose is not None and pose.found and self.good_poses[k].found:
                 ref = cv2.warpAffine(ref, transfer_matrix(self.good_poses[k], pose), gray.shape[::-1],
                                      flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -193,6 +204,21 @@ class Reference:
         local = np.stack([cv2.blur(d, (side, side)) for d in distances])
         best = local.argmin(axis=0)[None]
         return _encode(np.take_along_axis(local, best, 0)[0], np.take_along_axis(np.stack(lightnesses), best, 0)[0])
+
+    def candidates(self, lab: np.ndarray, skip: set[str]) -> list[int]:
+        """Indices of the good images to register at full size: of a fixed part's pool, the CANDIDATES that
+        look closest at COARSE px. Spread over the sorted training goods (the first version), the closest
+        ones often sat higher or lower on the board than the compared part, whose leads then lit up as
+        changed (real transistor, channel alone: image AUROC 0.890 -> 0.938, README)."""
+        ks = [k for k, path in enumerate(self.paths) if path not in skip]
+        if self.follow_pose or len(ks) <= CANDIDATES:
+            return ks
+        small = cv2.resize(lab, (COARSE, COARSE), interpolation=cv2.INTER_AREA)
+        errors = []
+        for k in ks:
+            (sx, sy), _ = cv2.phaseCorrelate(self.coarse[k][:, :, 0], small[:, :, 0], self.coarse_window)
+            errors.append(float(np.median(_dist(small, translate(self.coarse[k], sy, sx)))))
+        return sorted(ks[i] for i in np.argsort(errors, kind="stable")[:CANDIDATES])
 
     def stack(self, rows: list[Row]) -> np.ndarray:
         """N x CHANNELS x size x size uint8 difference channels of `rows`, each compared without itself

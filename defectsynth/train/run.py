@@ -32,14 +32,14 @@ from defectsynth.report import summary_table, write_report
 from defectsynth.report.figures import MapExamples
 from defectsynth.synth.partpose import PartPoses, training_augmentation
 from defectsynth.train.data import without_fold
-from defectsynth.train.decide import CALIBRATED, DEFAULT_RULE
+from defectsynth.train.decide import DECISION, DEFAULT_RULE
 from defectsynth.train.evaluate import evaluate_heldout, heldout_metrics
 from defectsynth.train.folds import DEFAULT_VAL, best_epoch
 from defectsynth.train.folds import plan as val_plan
 from defectsynth.train.loop import TrainConfig, flip_views, train_classifier
 from defectsynth.train.models import has_map
 from defectsynth.train.presets import preset as preset_settings
-from defectsynth.train.reference import CANDIDATES, CLOSEST, Reference, use_reference
+from defectsynth.train.reference import CANDIDATES, CLOSEST, POOL, Reference, use_reference
 from defectsynth.workspace import Workspace
 
 ORIGINAL = "original"
@@ -242,12 +242,12 @@ def train_eval(ws: Workspace, arms: list[str] | None = None, splits: int = 1, se
            "protocol": base.protocol if splits == 1 else "random (seed = split index)", "shots": base.shots,
            "data": str(ws.data), "work": str(ws.root), "run": name, "weights_notes": sorted(notes),
            "samples_per_epoch": "the largest arm's training size, for every arm of a split",
-           "val": val, "rule": f"{rule}, {'calibrated' if CALIBRATED else 'argmax'}",
+           "val": val, "rule": f"{rule}, {DECISION[rule]}",
            "validation": VALIDATION[val], "part_pose": part_pose,
            "prediction": "the image alone" if len(views) == 1 else
            f"the mean of the logits over the image and the {len(views) - 1} mirror image(s) it trained on",
            "reference": (f"image + its difference to the {CLOSEST} closest of {CANDIDATES} good training images "
-                         "(train/reference.py)") if compare else "image only",
+                         f"(a fixed part's chosen from up to {POOL} by a coarse look; train/reference.py)") if compare else "image only",
            "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
            "wall_s": round(time.perf_counter() - start, 1)}
     report_dir = ws.report_dir(name)
