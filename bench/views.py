@@ -3,7 +3,8 @@ image with the mirror images they trained on (train/loop.py flip_views), paired 
 
 No training: each checkpoint of the report predicts its split's held-out real images and the held-back
 good images its thresholds were set on (config.json "calibration"; the threshold is set again on them,
-seen the same way and at the same false-alarm target, as train-eval does), once per way of looking. On
+seen the same way and at the same false-alarm target, as train-eval does, where the model decides at a
+threshold rather than by the argmax), once per way of looking. On
 a CPU run the row of the model's own views reproduces the report's figures (a CUDA run set its
 thresholds under mixed precision).
 
@@ -28,7 +29,7 @@ from defectsynth.data.split import load_split
 from defectsynth.errors import DefectsynthError
 from defectsynth.report.read import read_report
 from defectsynth.train.data import ImageSet
-from defectsynth.train.decide import calibrate, class_scores, decide, detection_score
+from defectsynth.train.decide import calibrate, class_scores, decide, detection_score, saved_decision
 from defectsynth.train.loop import load_classifier, predict_outputs, saved_views
 from defectsynth.train.metrics import compute_metrics, detection_metrics
 from defectsynth.train.reference import Reference, reference_channels
@@ -62,7 +63,8 @@ def score(run: dict, cache: ImageCache) -> dict[str, dict]:
             scores[part] = class_scores(logits, maps, rule, good)
         # a checkpoint saved before the target was recorded had its thresholds set at 5%
         target = config.get("false_alarm_target", 0.05)
-        labels = decide(scores["test"], good, calibrate(detection_score(scores["calibration"], good), target))
+        threshold = calibrate(detection_score(scores["calibration"], good), target)
+        labels = decide(scores["test"], good, threshold if saved_decision(config) == "calibrated" else None)
         m = compute_metrics(truth, [classes[i] for i in labels], classes)
         m["image_auroc"] = detection_metrics([t != GOOD for t in truth], detection_score(scores["test"], good),
                                              None)["image_auroc"]

@@ -21,7 +21,7 @@ from defectsynth.errors import DefectsynthError
 from defectsynth.io import write_png
 from defectsynth.train import folds, loop, models
 from defectsynth.train.data import NO_MASK, Augment, ImageSet, cell_targets
-from defectsynth.train.decide import DECISION, FALSE_ALARM_TARGET, calibrate, class_scores, decide
+from defectsynth.train.decide import FALSE_ALARM_TARGET, calibrate, class_scores, decide
 from defectsynth.train.evaluate import heldout_metrics, predict_images, predict_rows
 from defectsynth.train.loop import TrainConfig, flip_views, load_classifier, predict_outputs, train_classifier
 from defectsynth.train.metrics import detection_metrics, pixel_metrics
@@ -95,7 +95,7 @@ def test_map_loss_falls_and_checkpoint_round_trip(trained):
         assert 0 <= metrics[key] <= 1
     assert set(rules) == {f"{r}/{d}" for r in ("image", "map", "combined") for d in ("argmax", "calibrated")}
     assert set(metrics["pixel_per_class"]) == set(split.defect_classes)
-    assert config["decision"] == DECISION[config["rule"]]
+    assert (config["rule"], config["decision"]) == ("combined", "argmax")  # the default (train/decide.py)
 
 
 def test_predict_decides_as_the_checkpoint_records(trained):

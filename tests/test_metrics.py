@@ -193,3 +193,13 @@ def test_missed_section_lists_the_images_most_often_decided_wrong():
     assert rows == ["| balanced | test/good/044.png | good | 0 / 3 | cut_lead (2), misplaced (1) |",
                     "| balanced | test/bent_lead/002.png | bent_lead | 1 / 3 | cut_lead (2) |"]
     assert missed_section([{k: v for k, v in r.items() if k != "predictions"} for r in runs]) == ""
+
+
+def test_the_report_names_the_operating_point_the_models_decided_at():
+    from defectsynth.report.markdown import tasks_section
+
+    argmax = tasks_section({"rule": "combined, argmax", "decision": "argmax"})
+    calibrated = tasks_section({"rule": "image, calibrated", "decision": "calibrated"})
+    older = tasks_section({"rule": "image, calibrated"})  # a report written before the decision was recorded
+    assert "is the argmax" in argmax and "false-alarm target" not in argmax
+    assert "false-alarm target" in calibrated and calibrated == older

@@ -82,6 +82,7 @@ def test_channels_computed_in_worker_processes_are_the_ones_computed_here(worksp
     monkeypatch.setattr("defectsynth.workers.usable_cpus", lambda: 2)
     split = workspace.split(say=lambda _m: None)
     goods = sorted(r.path for r in split.real_rows("train") if r.label == GOOD)
+    monkeypatch.setattr("defectsynth.train.reference.CANDIDATES", len(goods) // 3)  # the coarse look chooses
     rows = split.real_rows("train") + split.real_rows("test")
     here = Reference(goods, SIZE).stack(rows)  # no cache: computed in this process
     cache = ImageCache(tmp_path / "cache")
@@ -222,13 +223,13 @@ def test_a_part_lit_like_few_good_images_is_compared_with_those(tmp_path, monkey
     paths = []
     for i in range(100):
         image = _board_with_lead(62)
-        if i in (1, 2):  # linspace(0, 99, 32) picks 0, 3, 6, 10, ...
+        if i in (49, 50):  # past the first 32, and linspace(0, 99, 32) picks 48 and 51
             image[:] = np.clip(image.astype(int) + (30, 18, 6), 0, 255).astype(np.uint8)
         paths.append(tmp_path / f"good{i:03d}.png")
         cv2.imwrite(str(paths[-1]), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    warm = cv2.imread(str(paths[1]))[:, :, ::-1].copy()
-    pooled = Reference([str(p) for p in paths], 128).compare(warm, [str(paths[1].resolve())])
+    warm = cv2.imread(str(paths[49]))[:, :, ::-1].copy()
+    pooled = Reference([str(p) for p in paths], 128).compare(warm, [str(paths[49].resolve())])
     monkeypatch.setattr(reference_module, "POOL", reference_module.CANDIDATES)  # the spread alone
-    spread = Reference([str(p) for p in paths], 128).compare(warm, [str(paths[1].resolve())])
+    spread = Reference([str(p) for p in paths], 128).compare(warm, [str(paths[49].resolve())])
     assert np.median(pooled[0]) < 2, np.median(pooled[0])
     assert np.median(spread[0]) > 8, np.median(spread[0])

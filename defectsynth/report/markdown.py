@@ -166,8 +166,8 @@ def published_section(runs: Sequence[dict], settings: dict) -> str:
 def tasks_section(settings: dict) -> str:
     rule = settings.get("rule", "image, calibrated")
     point = ("is the argmax: a defect when a defect class scores above good (no threshold; the rules table "
-             "below also gives the threshold set on held-back good training images)") if rule.endswith("argmax") \
-        else ("uses a threshold set on held-back good *training* images (a "
+             "below also scores each rule at the threshold set on held-back good training images)") \
+        if settings.get("decision") == "argmax" else ("uses a threshold set on held-back good *training* images (a "
               f"{FALSE_ALARM_TARGET:.0%} false-alarm target there), never on test images")
     return "\n".join([
         "## How the three tasks are measured", "",

@@ -20,14 +20,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from defectsynth.errors import DefectsynthError
+
 RULES = ("image", "map", "combined")
 # Chosen by measurement (README, "The mean of both heads, decided by the argmax"): with the reference channels
 # chosen by a coarse look, the mean of the image head and the map decided by the argmax scored above the image
 # head at the threshold set on held-back good images, with fewer false alarms: that threshold, the second
 # highest score of a few dozen good images, landed far from its 5% target on the held-out good parts.
 DEFAULT_RULE = "combined"
-# The image head alone keeps that threshold (a plain model's argmax flagged half the good parts, presets.py).
+# The image head keeps that threshold (a plain model's argmax flagged half the good parts, presets.py); the map
+# keeps it too: its argmax led on one seed and fell behind on the next (README).
 DECISION = {"image": "calibrated", "map": "calibrated", "combined": "argmax"}
+DECISIONS = ("argmax", "calibrated")
 IMAGE_ONLY = ("image",)
 FALSE_ALARM_TARGET = 0.05  # share of held-back good training images allowed above the threshold
 
@@ -56,6 +60,16 @@ def class_scores(logits: torch.Tensor, maps: torch.Tensor | None, rule: str, goo
     if rule == "combined":
         return ((image + from_map) / 2).numpy()
     raise ValueError(f"unknown rule {rule!r}; use one of {', '.join(RULES)}")
+
+
+def saved_decision(config: dict) -> str:
+    """How a checkpoint (its config.json) decides: "argmax" or "calibrated"; one saved before the decision
+    was recorded was calibrated."""
+    decision = config.get("decision", "calibrated")
+    if decision not in DECISIONS:
+        raise DefectsynthError(f"this model's config.json names the decision {decision!r}, which this version of "
+                               f"defectsynth does not know ({', '.join(DECISIONS)}); train the model again")
+    return decision
 
 
 def detection_score(scores: np.ndarray, good: int = 0) -> np.ndarray:

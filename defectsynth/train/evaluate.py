@@ -31,6 +31,7 @@ from defectsynth.train.decide import (
     defect_probability,
     detection_score,
     rules_for,
+    saved_decision,
 )
 from defectsynth.train.loop import load_classifier, predict_outputs, saved_views
 from defectsynth.train.metrics import compute_metrics, detection_metrics, pixel_metrics
@@ -41,7 +42,7 @@ from defectsynth.train.reference import Reference, reference_channels
 class Predictions:
     rows: list[Row]
     y_true: list[str]
-    y_pred: list[str]  # the model's own decision: its rule, calibrated when it has a threshold
+    y_pred: list[str]  # the model's own decision: its rule, by its recorded decision (argmax or calibrated)
     scores: list[list[float]]  # class scores of that rule, in the order of `classes`
     classes: list[str]
     rule: str = "image"
@@ -53,14 +54,13 @@ class Predictions:
 
 def predict_images(model: torch.nn.Module, config: dict, images: torch.Tensor, device: str = "auto"):
     """(logits, maps, class scores, class indices) of a uint8 N x C x S x S tensor, by the checkpoint's
-    rule and threshold."""
+    rule and decision."""
     dev = pick_device(device)
     logits, maps = predict_outputs(model.to(dev), images, dev, reference_channels=reference_channels(config),
                                    flips=saved_views(config))
     good = config["classes"].index(GOOD)
     rule = config.get("rule", "image")
-    # checkpoints saved before the decision was recorded were all calibrated
-    threshold = config.get("thresholds", {}).get(rule) if config.get("decision", "calibrated") == "calibrated" else None
+    threshold = config.get("thresholds", {}).get(rule) if saved_decision(config) == "calibrated" else None
     scores = class_scores(logits, maps, rule, good)
     return logits, maps, scores, decide(scores, good, threshold)
 

@@ -277,6 +277,7 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
     final.load_state_dict(best["state"])
     if not cuda:  # thresholds from the very numbers evaluation and predict get from the saved, contiguous model
         final = final.to(memory_format=torch.contiguous_format)
+    rule = config.rule if dense else "image"
     thresholds = {}
     if calibration_rows:
         held = ImageSet(calibration_rows, classes, cache, config.size, channels, reference=reference)
@@ -288,8 +289,7 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
     config_doc = {"model": config.model, "num_classes": len(classes), "in_channels": channels,
                   "classes": classes, "size": config.size, "weights_note": weights_note,
                   "best_epoch": best["epoch"], "train": asdict(config), "rebalance": rebalance.model_dump(),
-                  "rule": config.rule if dense else "image",
-                  "decision": DECISION[config.rule if dense else "image"], "thresholds": thresholds,
+                  "rule": rule, "decision": DECISION[rule], "thresholds": thresholds,
                   "calibration_size": len(calibration_rows or []), "false_alarm_target": FALSE_ALARM_TARGET,
                   "calibration": [r.path for r in calibration_rows or []],
                   "views": [list(dims) for dims in views], "history": history,

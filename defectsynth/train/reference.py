@@ -4,7 +4,7 @@ An inspector compares a part with good ones; a small from-scratch network given 
 to learn what "good" looks like from a few hundred images and misses a 3 px lead that is gone. So
 for a part that sits at the same place in every image, each image gets one more channel: its
 distance (LAB) to the closest of a few good training images (those that look closest to it at a coarse
-size, out of every good training image) after registering it to them (phase correlation), each
+size, out of up to POOL good training images) after registering it to them (phase correlation), each
 shifted a pixel either way, so that ordinary part-to-part variation reads as good;
 averaged over a small neighbourhood (WINDOW) per good image, and the good image that matches that
 neighbourhood best gives the pixel its distance and lightness difference (a part that lies at any
@@ -38,7 +38,7 @@ from defectsynth.synth.partpose import PartPoses, transfer_matrix
 from defectsynth.workers import auto_workers, worker_pool
 
 CANDIDATES = 32  # good images registered to each image at full size
-POOL = 256  # good training images a fixed part's CANDIDATES are chosen from, by a COARSE look (spread over them when more)
+POOL = 256  # good training images a fixed part's CANDIDATES are chosen from by a COARSE look (spread when more)
 COARSE = 32  # side (px) of that look: each pool image registered to the image and ranked by its median distance
 CLOSEST = 5  # of them, compared pixel by pixel; 3 scored better alone but trained worse (README)
 TOLERANCE_PX = 1  # each compared good image also shifted this far, so a 1 px misregistration is not change
@@ -88,9 +88,10 @@ class Reference:
         goods = [self.read(p) for p in self.paths]
         self.labs = [_lab(g) for g in goods]
         self.window = cv2.createHanningWindow((size, size), cv2.CV_32F)
-        self.coarse = [cv2.resize(lab, (COARSE, COARSE), interpolation=cv2.INTER_AREA) for lab in self.labs]
-        self.coarse_window = cv2.createHanningWindow((COARSE, COARSE), cv2.CV_32F)
         self.follow_pose = follow_pose
+        self.coarse = [] if follow_pose else [cv2.resize(lab, (COARSE, COARSE), interpolation=cv2.INTER_AREA)
+                                              for lab in self.labs]
+        self.coarse_window = cv2.createHanningWindow((COARSE, COARSE), cv2.CV_32F)
         # a part turned onto each good image is compared pixel by pixel: the neighbourhood blurred its small
         # scratches more than it helped (rotated demo, channel alone: image AUROC 0.988 -> 0.964)
         self.neighbourhood = 0.0 if follow_pose else WINDOW
@@ -106,10 +107,10 @@ class Reference:
         saved = config.get("reference")
         if not saved:
             return None
-        # saved before the coarse look: at most CANDIDATES good images, all registered, as now
+        # saved before the coarse look: 32 good images, all registered, which a 32 px look over 32 keeps
         made = {"channels": saved.get("channels", 1), "closest": saved.get("closest"),
                 "tolerance_px": saved.get("tolerance_px"), "window": saved.get("window", 0.0),
-                "candidates": saved.get("candidates", CANDIDATES), "coarse": saved.get("coarse", COARSE)}
+                "candidates": saved.get("candidates", 32), "coarse": saved.get("coarse", 32)}
         now = {**COMPARISON, "window": 0.0 if saved.get("follow_pose") else WINDOW}
         if made != now:
             raise DefectsynthError(f"this model's difference channels were made with {_settings(made)}; this "

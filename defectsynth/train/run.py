@@ -242,12 +242,13 @@ def train_eval(ws: Workspace, arms: list[str] | None = None, splits: int = 1, se
            "protocol": base.protocol if splits == 1 else "random (seed = split index)", "shots": base.shots,
            "data": str(ws.data), "work": str(ws.root), "run": name, "weights_notes": sorted(notes),
            "samples_per_epoch": "the largest arm's training size, for every arm of a split",
-           "val": val, "rule": f"{rule}, {DECISION[rule]}",
+           "val": val, "rule": f"{rule}, {DECISION[rule]}", "decision": DECISION[rule],
            "validation": VALIDATION[val], "part_pose": part_pose,
            "prediction": "the image alone" if len(views) == 1 else
            f"the mean of the logits over the image and the {len(views) - 1} mirror image(s) it trained on",
            "reference": (f"image + its difference to the {CLOSEST} closest of {CANDIDATES} good training images "
-                         f"(a fixed part's chosen from up to {POOL} by a coarse look; train/reference.py)") if compare else "image only",
+                         f"(for a fixed part, chosen from up to {POOL} by a coarse look; train/reference.py)")
+           if compare else "image only",
            "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
            "wall_s": round(time.perf_counter() - start, 1)}
     report_dir = ws.report_dir(name)
