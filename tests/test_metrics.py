@@ -11,6 +11,7 @@ from rich.console import Console
 from defectsynth.errors import DefectsynthError
 from defectsynth.io import write_png
 from defectsynth.report import rich_table, summary_table, write_report
+from defectsynth.report.markdown import tasks_section
 from defectsynth.report.read import read_report
 from defectsynth.train.metrics import compute_metrics, pooled_imbalanced_report, summed_confusion
 from defectsynth.train.stats import compare_arms, paired_bootstrap, summarize
@@ -196,8 +197,6 @@ def test_missed_section_lists_the_images_most_often_decided_wrong():
 
 
 def test_the_report_names_the_operating_point_the_models_decided_at():
-    from defectsynth.report.markdown import tasks_section
-
     argmax = tasks_section({"rule": "combined, argmax", "decision": "argmax"})
     calibrated = tasks_section({"rule": "image, calibrated", "decision": "calibrated"})
     older = tasks_section({"rule": "image, calibrated"})  # a report written before the decision was recorded

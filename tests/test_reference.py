@@ -26,7 +26,7 @@ from defectsynth.train import folds
 from defectsynth.train.evaluate import predict_rows
 from defectsynth.train.loop import TrainConfig, load_classifier, train_classifier
 from defectsynth.train.presets import preset
-from defectsynth.train.reference import CHANNELS, Reference, use_reference
+from defectsynth.train.reference import CANDIDATES, CHANNELS, Reference, use_reference
 from defectsynth.workspace import Workspace
 
 SIZE = 64
@@ -218,8 +218,6 @@ def test_a_part_lit_like_few_good_images_is_compared_with_those(tmp_path, monkey
     """Of 100 good parts 2 were lit more warmly, and they sort where a spread of CANDIDATES over the sorted
     good images does not reach: a part lit like them must be compared with them (the coarse look ranks the
     whole pool) and differ little, where the spread alone would show every board pixel as changed."""
-    import defectsynth.train.reference as reference_module
-
     paths = []
     for i in range(100):
         image = _board_with_lead(62)
@@ -229,7 +227,7 @@ def test_a_part_lit_like_few_good_images_is_compared_with_those(tmp_path, monkey
         cv2.imwrite(str(paths[-1]), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     warm = cv2.imread(str(paths[49]))[:, :, ::-1].copy()
     pooled = Reference([str(p) for p in paths], 128).compare(warm, [str(paths[49].resolve())])
-    monkeypatch.setattr(reference_module, "POOL", reference_module.CANDIDATES)  # the spread alone
+    monkeypatch.setattr("defectsynth.train.reference.POOL", CANDIDATES)  # the spread alone
     spread = Reference([str(p) for p in paths], 128).compare(warm, [str(paths[49].resolve())])
     assert np.median(pooled[0]) < 2, np.median(pooled[0])
     assert np.median(spread[0]) > 8, np.median(spread[0])
