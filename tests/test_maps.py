@@ -56,6 +56,36 @@ def test_map_model_shapes_any_channels_and_size(channels):
     assert models.model_outputs(plain.eval()(torch.zeros(2, channels, 64, 64)))[1] is None
 
 
+def test_region_head_names_from_where_the_map_finds_a_defect(tmp_path):
+    torch.manual_seed(0)
+    model, _note = models.create_classifier(MAP, num_classes=5, weights="none")
+    model.eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        model.region_head.bias.zero_()
+        model.map_head.bias.copy_(torch.tensor([50.0, 0, 0, 0, 0]))  # every cell background
+        background = model(x).logits
+        model.map_head.bias.copy_(torch.tensor([-50.0, 50, 0, 0, 0]))  # every cell defective
+        found = model(x).logits
+        global_only = model.classifier(torch.flatten(model.avgpool(model._taps(x)[-1]), 1))
+    assert torch.allclose(background, global_only, atol=1e-4)  # a part with no defective cell: no say
+    assert not torch.allclose(found, global_only, atol=1e-3)
+    # a checkpoint saved before the region head loads and predicts by its global head alone
+    old = {k: v for k, v in model.state_dict().items() if not k.startswith("region_head.")}
+    again, _note = models.create_classifier(MAP, num_classes=5, weights="none")
+    models.load_state(again, old)
+    with torch.no_grad():
+        assert again.region_head is None and torch.allclose(again.eval()(x).logits, global_only, atol=1e-5)
+
+
+def test_map_model_needs_good_as_its_background_channel(trained, tmp_path):
+    ws, split, rows, cache, _result = trained
+    classes = [*split.defect_classes, GOOD]
+    config = TrainConfig(**{**preset("fast"), "model": MAP, "device": "cpu", "epochs": 1})
+    with pytest.raises(DefectsynthError, match="needs 'good' first"):
+        train_classifier(rows, [], classes, cache, config, ORIGINAL, tmp_path / "model", progress=False)
+
+
 @pytest.mark.parametrize("mask_side", [64, 16])
 def test_augment_moves_the_mask_with_its_image(mask_side):
     # a bright square; its mask at image resolution or at the map's (1/4)

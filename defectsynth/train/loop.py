@@ -53,7 +53,7 @@ from defectsynth.train.decide import (
     detection_score,
     rules_for,
 )
-from defectsynth.train.models import create_classifier, has_map, model_outputs
+from defectsynth.train.models import BACKGROUND, create_classifier, has_map, load_state, model_outputs
 from defectsynth.train.reference import CHANNELS as REFERENCE_CHANNELS
 from defectsynth.train.reference import Reference, reference_channels
 
@@ -200,6 +200,9 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
         model = model.to(memory_format=torch.channels_last)
     loss_fn = make_loss(rebalance.loss, counts)
     good = classes.index(GOOD)
+    if dense and good != BACKGROUND:
+        raise DefectsynthError(f"classes {', '.join(classes)}: a defect-map model needs {GOOD!r} first (its "
+                               "background channel); make the split again with defectsynth split")
     cell_weight = torch.ones(len(classes), device=device)
     cell_weight[good] = config.background_weight
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -317,5 +320,5 @@ def load_classifier(out_dir: Path) -> tuple[nn.Module, dict]:
         raise DefectsynthError(f"{out_dir}: no readable classifier checkpoint ({e}); train it again") from None
     model, _ = create_classifier(config["model"], config["num_classes"], config["in_channels"], "none",
                                  reference_channels(config))
-    model.load_state_dict(state)
+    load_state(model, state)
     return model.eval(), config

@@ -30,6 +30,7 @@ from defectsynth.errors import DefectsynthError
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _WEIGHTS: dict[str, tvm.WeightsEnum | None] = {}
 DOWNLOAD_TIMEOUT_S = 20
+BACKGROUND = 0  # a map's background channel: classes begin with `good` (data/split.py)
 
 
 def register_model(name: str, weights: tvm.WeightsEnum | None = None):
@@ -79,7 +80,14 @@ class MapNet(nn.Module):
 
     The backbone keeps torchvision's attribute names (`features`, `avgpool`, `classifier`), so ImageNet
     weights and the grayscale input adaptation apply unchanged; the decoder (depthwise-separable, width
-    `width`) costs a small fraction of the backbone."""
+    `width`) costs a small fraction of the backbone.
+
+    The image logits add a region head to the global one: the decoder's features averaged over the cells
+    the map finds defective (weights = the map's defect probability, not trained through, so the map
+    learns from the masks alone). Pooled over the whole part, the few cells of a thin lead drown among
+    the rest; pooled where the defect is, a bent lead and a cut one differ. Measured on real transistor
+    (README, "Naming the defect where the map finds it"): balanced accuracy +0.016 over 15 models,
+    bent_lead and cut_lead both up."""
 
     TAPS = (1, 3, 8, 12)  # indices into mobilenet_v3_small.features ending at stride 4, 8, 16, 32
 
@@ -94,6 +102,7 @@ class MapNet(nn.Module):
             nn.Conv2d(width, width, 3, padding=1, groups=width, bias=False), nn.BatchNorm2d(width), nn.ReLU(True),
             nn.Conv2d(width, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(True))
         self.map_head = nn.Conv2d(width, num_classes, 1)
+        self.region_head: nn.Linear | None = nn.Linear(width, num_classes)
 
     def _taps(self, x: torch.Tensor) -> list[torch.Tensor]:
         taps = []
@@ -109,7 +118,22 @@ class MapNet(nn.Module):
         fused = self.lateral[-1](taps[-1])
         for tap, lateral in zip(taps[-2::-1], self.lateral[-2::-1], strict=True):
             fused = lateral(tap) + F.interpolate(fused, size=tap.shape[-2:], mode="nearest")
-        return DefectMaps(logits, self.map_head(self.smooth(fused)))
+        features = self.smooth(fused)
+        maps = self.map_head(features)
+        if self.region_head is not None:
+            # the +1 keeps a good part's region (weights near 0 everywhere) near 0 instead of normalising noise
+            weights = (1 - maps.softmax(dim=1)[:, BACKGROUND:BACKGROUND + 1]).detach()
+            region = (features * weights).sum(dim=(2, 3)) / (weights.sum(dim=(2, 3)) + 1)
+            logits = logits + self.region_head(region)
+        return DefectMaps(logits, maps)
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a checkpoint written by this package. A map model saved before the region head (2026-12-02)
+    has none, and predicts as it was trained: by its global image head alone."""
+    if isinstance(model, MapNet) and "region_head.weight" not in state:
+        model.region_head = None
+    model.load_state_dict(state)
 
 
 def _map_net(builder, **kwargs):
@@ -220,7 +244,7 @@ def create_classifier(name: str, num_classes: int, in_channels: int = 3,
             raise DefectsynthError(f"--weights {weights}: no such file; use auto, imagenet, none or a .safetensors path")
         _adapt_input(model, in_channels, reference_channels)
         try:
-            model.load_state_dict(load_file(str(path)))
+            load_state(model, load_file(str(path)))
         except Exception as e:  # safetensors and torch raise several types for a wrong or damaged file
             raise DefectsynthError(f"--weights {path}: not a {name} checkpoint with {num_classes} classes and "
                                    f"{in_channels} channel(s) ({str(e).splitlines()[0][:120]})") from None
