@@ -85,7 +85,7 @@ class MapNet(nn.Module):
     The image logits add a region head to the global one: the decoder's features averaged over the cells
     the map finds defective (weights = the map's defect probability, not trained through, so the map
     learns from the masks alone). Pooled over the whole part, the few cells of a thin lead drown among
-    the rest; pooled where the defect is, a bent lead and a cut one differ. Measured on real transistor
+    the rest; pooled where the defect is, its kind shows. Measured on real transistor
     (README, "Naming the defect where the map finds it"): balanced accuracy +0.019 [+0.001, +0.038] over
     25 models, most of it cut leads named right."""
 
