@@ -56,7 +56,7 @@ def test_map_model_shapes_any_channels_and_size(channels):
     assert models.model_outputs(plain.eval()(torch.zeros(2, channels, 64, 64)))[1] is None
 
 
-def test_region_head_names_from_where_the_map_finds_a_defect(tmp_path):
+def test_region_head_names_from_where_the_map_finds_a_defect():
     torch.manual_seed(0)
     model, _note = models.create_classifier(MAP, num_classes=5, weights="none")
     model.eval()
@@ -76,6 +76,9 @@ def test_region_head_names_from_where_the_map_finds_a_defect(tmp_path):
     models.load_state(again, old)
     with torch.no_grad():
         assert again.region_head is None and torch.allclose(again.eval()(x).logits, global_only, atol=1e-5)
+    model.map_head.bias.data.zero_()
+    model(x).logits.sum().backward()  # the image loss trains the decoder's features, never the map's head
+    assert model.map_head.weight.grad is None and model.region_head.weight.grad.abs().sum() > 0
 
 
 def test_map_model_needs_good_as_its_background_channel(trained, tmp_path):

@@ -5,7 +5,7 @@
     labels = decide(scores, good=0, threshold=threshold)        # class indices
 
 Rules (all computed from one forward pass, so comparing them costs no extra training):
-- image: softmax of the image head.
+- image: softmax of the image head (of a map model: its global and region heads together, models.MapNet).
 - map: per defect class, its highest probability over the map's cells; good = 1 - the highest
   defect probability of any cell (the part is good when no cell looks defective).
 - combined: the mean of the two.

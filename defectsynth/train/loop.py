@@ -168,6 +168,9 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
     start = time.perf_counter()
     if not train_rows:
         raise DefectsynthError("the training set is empty after carving the validation fold; add training images")
+    if has_map(config.model) and classes.index(GOOD) != BACKGROUND:
+        raise DefectsynthError(f"classes {', '.join(classes)}: a defect-map model needs {GOOD!r} first (its "
+                               "background channel); make the split again with defectsynth split")
     accelerator = make_accelerator(config.device)
     device = accelerator.device
     cuda = device.type == "cuda"
@@ -200,9 +203,6 @@ def train_classifier(train_rows: list[Row], val_rows: list[Row], classes: list[s
         model = model.to(memory_format=torch.channels_last)
     loss_fn = make_loss(rebalance.loss, counts)
     good = classes.index(GOOD)
-    if dense and good != BACKGROUND:
-        raise DefectsynthError(f"classes {', '.join(classes)}: a defect-map model needs {GOOD!r} first (its "
-                               "background channel); make the split again with defectsynth split")
     cell_weight = torch.ones(len(classes), device=device)
     cell_weight[good] = config.background_weight
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)

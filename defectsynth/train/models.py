@@ -82,10 +82,13 @@ class MapNet(nn.Module):
     weights and the grayscale input adaptation apply unchanged; the decoder (depthwise-separable, width
     `width`) costs a small fraction of the backbone.
 
-    The image logits add a region head to the global one: the decoder's features averaged over the cells
-    the map finds defective (weights = the map's defect probability, not trained through, so the map
-    learns from the masks alone). Pooled over the whole part, the few cells of a thin lead drown among
-    the rest; pooled where the defect is, its kind shows. Measured on real transistor
+    The image logits add a region head to the global one: the decoder's features averaged over the map's
+    cells, each weighted by its defect probability. The weights are not trained through (the map's
+    probabilities learn from the masks, not to suit the image head); the decoder's features learn from
+    both losses. Pooled over the whole part, the few cells of a thin lead drown among the rest. A good
+    part's many faint cells still add up (summed weight: median 21 of 1024 cells on the recipe's split-0
+    held-out good images, against 32-115 for lead and case defects), so the head speaks on every image.
+    Measured on real transistor
     (README, "Naming the defect where the map finds it"): balanced accuracy +0.019 [+0.001, +0.038] over
     25 models, most of it cut leads named right."""
 
@@ -121,7 +124,7 @@ class MapNet(nn.Module):
         features = self.smooth(fused)
         maps = self.map_head(features)
         if self.region_head is not None:
-            # the +1 keeps a good part's region (weights near 0 everywhere) near 0 instead of normalising noise
+            # the +1 keeps the average defined where no cell looks defective at all (0 / 0)
             weights = (1 - maps.softmax(dim=1)[:, BACKGROUND:BACKGROUND + 1]).detach()
             region = (features * weights).sum(dim=(2, 3)) / (weights.sum(dim=(2, 3)) + 1)
             logits = logits + self.region_head(region)
@@ -130,7 +133,8 @@ class MapNet(nn.Module):
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Load a checkpoint written by this package. A map model saved before the region head (2026-12-02)
-    has none, and predicts as it was trained: by its global image head alone."""
+    has none, and predicts as it was trained: by its global image head alone (and `--weights` of such a
+    checkpoint fine-tunes it without one)."""
     if isinstance(model, MapNet) and "region_head.weight" not in state:
         model.region_head = None
     model.load_state_dict(state)
