@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from defectsynth.errors import DefectsynthError
+from defectsynth.train.decide import defect_probability
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _WEIGHTS: dict[str, tvm.WeightsEnum | None] = {}
@@ -88,9 +89,8 @@ class MapNet(nn.Module):
     both losses. Pooled over the whole part, the few cells of a thin lead drown among the rest. A good
     part's many faint cells still add up (summed weight: median 21 of 1024 cells on the recipe's split-0
     held-out good images, against 32-115 for lead and case defects), so the head speaks on every image.
-    Measured on real transistor
-    (README, "Naming the defect where the map finds it"): balanced accuracy +0.019 [+0.001, +0.038] over
-    25 models, most of it cut leads named right."""
+    Measured on real transistor (README, "Naming the defect where the map finds it"): balanced accuracy
+    +0.019 [+0.001, +0.038] over 25 models, most of it cut leads named right."""
 
     TAPS = (1, 3, 8, 12)  # indices into mobilenet_v3_small.features ending at stride 4, 8, 16, 32
 
@@ -125,7 +125,7 @@ class MapNet(nn.Module):
         maps = self.map_head(features)
         if self.region_head is not None:
             # the +1 keeps the average defined where no cell looks defective at all (0 / 0)
-            weights = (1 - maps.softmax(dim=1)[:, BACKGROUND:BACKGROUND + 1]).detach()
+            weights = defect_probability(maps, BACKGROUND).unsqueeze(1).detach()
             region = (features * weights).sum(dim=(2, 3)) / (weights.sum(dim=(2, 3)) + 1)
             logits = logits + self.region_head(region)
         return DefectMaps(logits, maps)
