@@ -6,6 +6,7 @@ difference with its bootstrap 95% interval (train/stats.py), and the per-class r
 
     .venv/bin/python bench/paired.py runs/transistor/reports/<run A> runs/transistor/reports/<run B>
     .venv/bin/python bench/paired.py <run A> <run B> --arms mask-pose:balanced   # arm mask-pose of A vs balanced of B
+    .venv/bin/python bench/paired.py <A seeds 0-2>,<A seeds 3-4> <B seeds 0-4>     # a side pooled from several runs
 """
 
 from __future__ import annotations
@@ -18,24 +19,29 @@ from rich.console import Console
 from rich.table import Table
 
 from defectsynth.errors import DefectsynthError
-from defectsynth.report.read import read_report
+from defectsynth.report.read import pooled_runs
 from defectsynth.train.stats import paired_bootstrap
 
 METRICS = ("balanced_accuracy", "defect_type_accuracy", "false_alarm_rate", "image_auroc", "pixel_auroc", "pixel_ap")
 
 
-def _runs(path: Path, parser: argparse.ArgumentParser) -> list[dict]:
-    """The runs of a report folder, or of its metrics.json named directly."""
+def _runs(paths: str, parser: argparse.ArgumentParser) -> list[dict]:
+    """The runs of comma-separated report folders (or their metrics.json named directly), pooled."""
     try:
-        return read_report(path)[0]
+        return pooled_runs([Path(p) for p in paths.split(",")])
     except DefectsynthError as e:
         parser.error(str(e))
 
 
+def _name(paths: str) -> str:
+    return " + ".join((p.parent if p.suffix == ".json" else p).name for p in map(Path, paths.split(",")))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("a", type=Path, help="report folder (or its metrics.json) of the baseline run")
-    parser.add_argument("b", type=Path, help="report folder (or its metrics.json) of the changed run")
+    parser.add_argument("a", help="report folder (or its metrics.json) of the baseline run; several, comma-separated, "
+                                  "are pooled (e.g. the same splits' seeds trained in two runs)")
+    parser.add_argument("b", help="report folder(s) of the changed run, as for A")
     parser.add_argument("--arms", default=None, help="ARM_A:ARM_B, to pair two differently named arms")
     args = parser.parse_args()
     runs = [_runs(p, parser) for p in (args.a, args.b)]
@@ -50,7 +56,7 @@ def main() -> None:
                  and (key := (arm_a, r["split"], r["seed"])) in first]
         if not pairs:
             continue
-        table = Table(title=f"{args.b.name} {arm} − {args.a.name} {arm_a}, {len(pairs)} paired runs")
+        table = Table(title=f"{_name(args.b)} {arm} − {_name(args.a)} {arm_a}, {len(pairs)} paired runs")
         for column in ("metric", "A", "B", "Δ [95% CI]"):
             table.add_column(column)
         for metric in METRICS:

@@ -12,7 +12,7 @@ from defectsynth.errors import DefectsynthError
 from defectsynth.io import write_png
 from defectsynth.report import rich_table, summary_table, write_report
 from defectsynth.report.markdown import tasks_section
-from defectsynth.report.read import read_report
+from defectsynth.report.read import pooled_runs, read_report
 from defectsynth.train.metrics import compute_metrics, pooled_imbalanced_report, summed_confusion
 from defectsynth.train.stats import compare_arms, paired_bootstrap, summarize
 
@@ -149,6 +149,11 @@ def test_write_report(tmp_path):
                              (tmp_path / "report", "gan", "--arm gan: no run")):
         with pytest.raises(DefectsynthError, match=words):
             read_report(path, arm)
+    # one comparison side pooled from two runs of other seeds; the same run twice is refused
+    later = write_report(tmp_path / "seed1", [{**r, "seed": 1} for r in runs], settings, []).parent
+    assert len(pooled_runs([tmp_path / "report", later])) == 2 * len(runs)
+    with pytest.raises(DefectsynthError, match="seed 0 is also in"):
+        pooled_runs([tmp_path / "report", report.with_name("metrics.json")])
 
     # re-running over the same folder is safe; no samples and no baseline still give a report
     again = write_report(tmp_path / "report", [r for r in runs if r["arm"] != "original"], settings, [])
