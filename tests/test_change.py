@@ -71,11 +71,12 @@ def test_provenance_names_the_reference_and_what_was_cut(workspace):
         assert '"region_used": "change"' in row.params and '"reference"' in row.params
 
 
-def test_same_seed_same_bytes(workspace, tmp_path):
+@pytest.mark.parametrize("method", ["cutpaste", "cutpaste-bend"])
+def test_same_seed_same_bytes(workspace, tmp_path, method):
     from defectsynth.workspace import Workspace
 
     other = Workspace.open(workspace.data, tmp_path / "again")
-    a, b = _make(workspace, "cutpaste", n=4), _make(other, "cutpaste", n=4)
+    a, b = _make(workspace, method, n=4), _make(other, method, n=4)
     assert [Path(r.path).read_bytes() for r in a] == [Path(r.path).read_bytes() for r in b]
 
 
@@ -238,6 +239,23 @@ def test_a_repeat_paste_moves_the_defect_whole_onto_another_lead(workspace):
         near = cv2.dilate(out_mask.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
         assert (_metal(read_image(Path(row.parent_paths[1]))) & near).sum() >= 10, row.path
 
+
+
+def test_a_bend_paste_turns_the_defect_about_where_it_leaves_the_part(workspace):
+    """cutpaste-bend turns a registered bend by up to its angle, recorded per image: the mask is the source's,
+    turned (about as large, and not where it was once the turn is more than a few degrees); the unturned
+    generator's masks differ from them."""
+    masks = {r.path: r.mask for r in workspace.split().train_defects("bent_lead")}
+    rows = _make(workspace, "cutpaste-bend", n=12)
+    angles = [json.loads(r.params)["bend_deg"] for r in rows]
+    assert all(abs(a) <= 35 for a in angles) and len(set(angles)) == len(angles), angles
+    for row, angle in zip(rows, angles, strict=True):
+        src_mask, out_mask = read_mask(Path(masks[row.parent_paths[0]])), read_mask(Path(row.mask))
+        assert 0.6 < out_mask.sum() / src_mask.sum() < 1.6, row.path
+        if abs(angle) >= 10:
+            assert (src_mask & out_mask).sum() < 0.9 * src_mask.sum(), (row.path, angle)
+    straight = _make(workspace, "cutpaste", n=12)
+    assert [read_mask(Path(r.mask)).sum() for r in straight] != [read_mask(Path(r.mask)).sum() for r in rows]
 
 
 def test_damage_to_the_case_never_moves_a_pitch_over(workspace):
