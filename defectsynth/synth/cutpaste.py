@@ -330,13 +330,12 @@ class CutPaste(Generator):
             x0, x1 = max(0, xs.min() - pad), min(w, xs.max() + 1 + pad)
             crop = (slice(y0, y1), slice(x0, x1))
             untouched = source[crop], region[crop], mask[crop], plain[crop]
-            extra_bend = {}
+            turned_by = None  # degrees, when a registered bend was turned
             seed = int(rng.integers(2**31))  # drawn either way: a registered paste takes the same later draws
             if registered:
                 patch, region_t, mask_t, plain_t = untouched
                 if c["bend"] > 0:
                     patch, region_t, mask_t, turned_by = self._bend(source, plain, crop, mask_t, region_t, rng)
-                    extra_bend = {"bend_deg": round(turned_by, 2)}
             else:
                 patch, (region_t, mask_t, plain_t) = self._augment(untouched[0], list(untouched[1:]), seed)
             if not mask_t.any():  # augmentation pushed the defect out of its crop: keep it untransformed
@@ -390,8 +389,8 @@ class CutPaste(Generator):
                                  "source_scale": list(scale), "placement_used": placement,
                                  "paste_used": "registered" if registered else "augmented", "blend_used": blend,
                                  **({"repeat_step": list(step)} if c["repeat"] else {}),
-                                 **(self.poses.params() if self.poses is not None else {}), **extra,
-                                 **extra_bend})
+                                 **({"bend_deg": round(turned_by, 2)} if turned_by is not None else {}),
+                                 **(self.poses.params() if self.poses is not None else {}), **extra})
 
     def _bend(self, source: np.ndarray, plain: np.ndarray, crop: tuple[slice, slice], mask: np.ndarray,
               region: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
