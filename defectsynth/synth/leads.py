@@ -4,9 +4,10 @@ The board behind the part is rebuilt from itself whole board periods away (PartM
 no part is: the part's usual place, what touches it and does not repeat with the board (the leads' ends),
 grown. Against that bare board, metal shows twice: it is greyer than the copper it hides, and over the
 board's own grey features (holes, stripes) it is lighter or darker while staying grey. The leads are the
-pieces of metal that leave the part's body, are lighter than it, and reach at least half as far from it as the longest does.
-A lead's end goes into a hole, where it is too dark for the first pass to see all of it: the board is
-rebuilt a second time with a disk around each end hidden too, so the bare board shows empty holes.
+pieces of metal that leave the part's body, are lighter than it, and reach at least half as far from it
+as the longest does. A lead's end goes into a hole, where it is too dark for the first pass to see all of
+it: the board is rebuilt a second time with a disk around each end hidden too, so the bare board shows
+empty holes.
 """
 
 from __future__ import annotations
