@@ -1,5 +1,6 @@
-"""Generation speed: images/s for cutpaste and pose at 512 and 1024 px, against the I/O limit
-(decode one source + encode one PNG at that size, nothing else), and --workers 2 against 1.
+"""Generation speed: images/s for cutpaste, pose and the procedural lead defects at 512 and 1024 px,
+against the I/O limit (decode one source + encode one PNG at that size, nothing else), and --workers 2
+against 1.
 
     .venv/bin/python bench/generate.py                 # demo data made in a temp folder
     .venv/bin/python bench/generate.py --data /path/to/transistor   # real data at its own size
@@ -22,7 +23,7 @@ from defectsynth.synth.generate import _fit, generate
 from defectsynth.synth.registry import create_generator
 from defectsynth.workspace import Workspace
 
-CASES = (("cutpaste", "bent_lead"), ("pose", "misplaced"))
+CASES = (("cutpaste", "bent_lead"), ("pose", "misplaced"), ("lead-bend", "bent_lead"), ("lead-cut", "cut_lead"))
 
 
 def io_limit(paths: list[str], out: Path, n: int) -> float:
