@@ -38,23 +38,41 @@ def _chroma(lab: np.ndarray) -> np.ndarray:
     return np.hypot(lab[..., 1] - 128, lab[..., 2] - 128)
 
 
-def _pass(part: PartModel, image: np.ndarray, hide: np.ndarray) -> Leads:
+@dataclass
+class _Seen:
+    """What both passes need of the image itself, worked out once."""
+
+    lab: np.ndarray
+    chroma: np.ndarray
+    body: np.ndarray  # grown by a pixel or two
+    from_body: np.ndarray
+    body_lightness: float
+
+
+def _look(part: PartModel, image: np.ndarray) -> _Seen:
+    side = min(image.shape[:2])
+    lab = _lab(image)
+    body = cv2.dilate(part.body(image).astype(np.uint8), _disk(side / 128)) > 0
+    from_body = cv2.distanceTransform((~body).astype(np.uint8), cv2.DIST_L2, 5)
+    body_lightness = float(np.median(lab[..., 0][body])) if body.any() else 0.0
+    return _Seen(lab, _chroma(lab), body, from_body, body_lightness)
+
+
+def _pass(part: PartModel, image: np.ndarray, seen: _Seen, hide: np.ndarray) -> Leads:
     side = min(image.shape[:2])
     board = part.fill(image, hide, free=~hide)
-    a, b = _lab(image), _lab(board)
-    grey_on_copper = _chroma(b) - _chroma(a) > CHROMA_DROP
-    grey_on_dark = (np.abs(a[..., 0] - b[..., 0]) > LIGHTNESS_STEP) & (_chroma(a) < GREY)
+    a, b = seen.lab, _lab(board)
+    grey_on_copper = _chroma(b) - seen.chroma > CHROMA_DROP
+    grey_on_dark = (np.abs(a[..., 0] - b[..., 0]) > LIGHTNESS_STEP) & (seen.chroma < GREY)
     metal = ((grey_on_copper | grey_on_dark) & hide).astype(np.uint8)
     metal = cv2.morphologyEx(metal, cv2.MORPH_OPEN, _disk(side / 256))
     metal = cv2.morphologyEx(metal, cv2.MORPH_CLOSE, _disk(side / 128)) > 0
-    body = cv2.dilate(part.body(image).astype(np.uint8), _disk(side / 128)) > 0
-    from_body = cv2.distanceTransform((~body).astype(np.uint8), cv2.DIST_L2, 5)
+    body, from_body = seen.body, seen.from_body
     count, labels = cv2.connectedComponents((metal & ~body).astype(np.uint8))
     pieces = [labels == i for i in range(1, count)]
     # a lead leaves the body and is lighter than it (a dark sliver of the case's own edge is not a lead)
-    body_l = float(np.median(a[..., 0][body])) if body.any() else 0.0
     pieces = [m for m in pieces if from_body[m].min() < side / 32
-              and float(np.median(a[..., 0][m])) >= body_l + LIGHTNESS_STEP]
+              and float(np.median(a[..., 0][m])) >= seen.body_lightness + LIGHTNESS_STEP]
     longest = max((float(from_body[m].max()) for m in pieces), default=0.0)
     masks = [m for m in pieces if from_body[m].max() >= LENGTH_SHARE * longest]
     return Leads(board=board, body=body, from_body=from_body, masks=masks)
@@ -85,8 +103,9 @@ def find_leads(part: PartModel, image: np.ndarray) -> Leads:
                      from_body=np.zeros(image.shape[:2], np.float32), masks=[])
     place = cv2.dilate(part.usual_place(image).astype(np.uint8), _disk(side / 32)) > 0
     hide = cv2.dilate(part.extend(image, place).astype(np.uint8), _disk(side / 32)) > 0
-    first = _pass(part, image, hide)
+    seen = _look(part, image)
+    first = _pass(part, image, seen, hide)
     ends = np.zeros(hide.shape, bool)
     for lead in first.masks:
-        ends |= end_hole(lead, first.from_body, side)
-    return _pass(part, image, hide | ends)
+        ends |= end_hole(lead, seen.from_body, side)
+    return _pass(part, image, seen, hide | ends)
